@@ -1,0 +1,33 @@
+"""Shared fixtures: small generated datasets in the original file formats, so tests never need the internet."""
+import gzip
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def write_idx_images(path, images):
+    """images uint8 (N, rows, cols) -> an IDX3 file as in the original MNIST / Fashion-MNIST releases (.gz ok)."""
+    header = struct.pack(">IIII", 0x00000803, *images.shape)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + images.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion(tmp_path_factory):
+    """A Fashion-MNIST-format --data_dir with 96 train / 32 test images of 28x28 blobs."""
+    d = str(tmp_path_factory.mktemp("tiny_fashion"))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28]
+    for name, n in (("train-images-idx3-ubyte.gz", 96), ("t10k-images-idx3-ubyte.gz", 32)):
+        cy, cx, r = rng.uniform(8, 20, n), rng.uniform(8, 20, n), rng.uniform(3, 8, n)
+        blobs = ((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2 < r[:, None, None] ** 2) * 255
+        write_idx_images(os.path.join(d, name), blobs.astype(np.uint8))
+    return d
