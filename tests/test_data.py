@@ -1,0 +1,385 @@
+"""Tests for data.py on tiny hand-made data (IDX, CIFAR pickles, image folders), plus one real Fashion-MNIST load."""
+import gzip
+import os
+import pickle
+import struct
+import sys
+import tarfile
+import urllib.error
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
+from data import DataError  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def write_idx(path, images):
+    """images: uint8 (N, rows, cols) -> original IDX3 file, gzipped when path ends in .gz."""
+    raw = struct.pack(">IIII", 0x803, *images.shape) + images.astype(np.uint8).tobytes()
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
+        f.write(raw)
+
+
+def id_images(n, size=4):
+    """n images whose every pixel is 20 * index, so an image's identity survives the [-1, 1] round trip."""
+    return np.repeat(np.arange(n, dtype=np.uint8) * 20, size * size).reshape(n, size, size)
+
+
+def ids(batch):
+    """Float [-1, 1] batch of id_images -> their indices."""
+    return np.round((batch[:, 0, 0, 0] + 1.0) * 127.5 / 20).astype(int).tolist()
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+    """10 train images (gzipped) and 3 test images (plain) of 4x4 pixels."""
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", id_images(10))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", id_images(3) + 1)
+    return str(tmp_path)
+
+
+def take(ds, k):
+    return [b.numpy() for b in ds.take(k)]
+
+
+def assert_one_sentence_naming(err, path):
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message, message
+
+
+def save_png(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+
+
+def cifar_pickle(n, offset):
+    """A CIFAR batch dict: image i has R = offset + i, G = 100, B = 200 (stored channel-major like the release)."""
+    images = np.zeros((n, 3, 32, 32), np.uint8)
+    images[:, 0] = (offset + np.arange(n))[:, None, None]
+    images[:, 1], images[:, 2] = 100, 200
+    return pickle.dumps({b"data": images.reshape(n, 3072), b"labels": [0] * n})
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(cifar_pickle(2, offset=10 * i))
+    (folder / "test_batch").write_bytes(cifar_pickle(3, offset=0))
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------------------------- IDX sources
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "mnist"])
+def test_idx_gz_and_plain(idx_dir, name):
+    train = data.load_images(name, idx_dir, image_size=4, split="train")
+    test = data.load_images(name, idx_dir, image_size=4, split="test")
+    assert train.dtype == np.uint8 and train.shape == (10, 4, 4, 1)
+    np.testing.assert_array_equal(train[..., 0], id_images(10))
+    np.testing.assert_array_equal(test[..., 0], id_images(3) + 1)
+    assert data.load_images(name, idx_dir, image_size=4, limit=4).shape == (4, 4, 4, 1)
+
+
+def test_idx_resize_and_gray_to_rgb(idx_dir):
+    big = data.load_images("mnist", idx_dir, image_size=8, channels=3)
+    assert big.shape == (10, 8, 8, 3) and big.dtype == np.uint8
+    np.testing.assert_array_equal(big[..., 0], big[..., 2])
+    # Constant images stay constant under an antialiased resize.
+    np.testing.assert_array_equal(big[:, 3, 5, 1], np.arange(10) * 20)
+
+
+def test_idx_truncated_and_bad_magic(tmp_path):
+    raw = struct.pack(">IIII", 0x803, 5, 4, 4) + bytes(3 * 16)  # header promises 5 images, 3 follow
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(raw)
+    with pytest.raises(DataError) as err:
+        data.load_images("mnist", str(tmp_path))
+    assert_one_sentence_naming(err, tmp_path / "train-images-idx3-ubyte")
+
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x801, 1, 4, 4) + bytes(16))
+    with pytest.raises(DataError) as err:
+        data.load_images("fashion_mnist", str(tmp_path))
+    assert_one_sentence_naming(err, tmp_path / "train-images-idx3-ubyte")
+
+
+def test_idx_truncated_gzip(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(path, id_images(50, size=28))
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(DataError) as err:
+        data.load_images("mnist", str(tmp_path))
+    assert_one_sentence_naming(err, path)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "mnist", "cifar10", "folder"])
+def test_missing_dir(tmp_path, name):
+    missing = tmp_path / "nope"
+    with pytest.raises(DataError) as err:
+        data.load_images(name, str(missing))
+    assert_one_sentence_naming(err, missing)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "mnist", "cifar10", "folder"])
+def test_dir_without_data(tmp_path, name):
+    (tmp_path / "readme.txt").write_text("nothing here")
+    with pytest.raises(DataError) as err:
+        data.make_dataset(name, str(tmp_path))
+    assert_one_sentence_naming(err, tmp_path)
+
+
+def test_bad_arguments(idx_dir):
+    with pytest.raises(DataError, match="channels"):
+        data.load_images("mnist", idx_dir, channels=2)
+    with pytest.raises(DataError, match="celeba"):
+        data.load_images("celeba", idx_dir)
+    with pytest.raises(DataError, match="--data_dir"):
+        data.make_dataset("folder")
+    with pytest.raises(DataError, match="batch_size"):
+        data.make_dataset("mnist", idx_dir, image_size=4, batch_size=11)
+
+
+# ---------------------------------------------------------------------------------------------- offline fallbacks
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "fashion_mnist"])
+def test_download_failure_is_data_error(monkeypatch, tmp_path, name):
+    import keras
+
+    def offline():
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    # Hide the Debian copy and any Keras cache so the download path is reached.
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "debian"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(getattr(keras.datasets, name), "load_data", offline)
+    with pytest.raises(DataError) as err:
+        data.load_images(name)
+    message = str(err.value)
+    assert "--data_dir" in message and "\n" not in message
+    if name == "fashion_mnist":
+        assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_fashion_mnist_from_keras_cache(monkeypatch, tmp_path):
+    cache = tmp_path / "keras" / "datasets" / "fashion-mnist"
+    cache.mkdir(parents=True)
+    write_idx(cache / "train-images-idx3-ubyte.gz", id_images(10))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "debian"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    np.testing.assert_array_equal(data.load_images("fashion_mnist", image_size=4)[..., 0], id_images(10))
+
+
+@pytest.mark.skipif(not os.path.isdir(data.DEBIAN_FASHION_MNIST), reason="dataset-fashion-mnist not installed")
+def test_real_fashion_mnist():
+    train = data.load_images("fashion_mnist", image_size=32)
+    test = data.load_images("fashion_mnist", image_size=28, split="test")
+    assert train.shape == (60000, 32, 32, 1) and train.dtype == np.uint8
+    assert test.shape == (10000, 28, 28, 1)
+    # Clothing on a black background: dark corners, bright and varied middles.
+    assert train[:, 0, 0].mean() < 5 and train.max() == 255 and 50 < train.mean() < 100
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR-10
+
+def test_cifar_folder_parent_and_tarball(cifar_dir):
+    from_parent = data.load_images("cifar10", str(cifar_dir), channels=3)
+    from_folder = data.load_images("cifar10", str(cifar_dir / "cifar-10-batches-py"), channels=3)
+    archive = cifar_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cifar_dir / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    tar_only = cifar_dir / "tar_only"
+    tar_only.mkdir()
+    os.replace(archive, tar_only / archive.name)
+    from_tar = data.load_images("cifar10", str(tar_only), channels=3)
+
+    assert from_parent.shape == (10, 32, 32, 3) and from_parent.dtype == np.uint8
+    np.testing.assert_array_equal(from_parent, from_folder)
+    np.testing.assert_array_equal(from_parent, from_tar)
+    # Channel-major storage became HWC, batches in order 1..5.
+    np.testing.assert_array_equal(from_parent[:, 7, 9, 0], [10, 11, 20, 21, 30, 31, 40, 41, 50, 51])
+    assert (from_parent[..., 1] == 100).all() and (from_parent[..., 2] == 200).all()
+    assert data.load_images("cifar10", str(cifar_dir), channels=3, split="test").shape == (3, 32, 32, 3)
+
+
+def test_cifar_rgb_to_gray(cifar_dir):
+    gray = data.load_images("cifar10", str(cifar_dir), channels=1, image_size=16)
+    assert gray.shape == (10, 16, 16, 1)
+    red = np.array([10, 11, 20, 21, 30, 31, 40, 41, 50, 51])
+    expected = np.round(0.2989 * red + 0.5870 * 100 + 0.1140 * 200)
+    np.testing.assert_array_equal(gray[:, 5, 5, 0], expected)
+
+
+def test_cifar_truncated_pickle(cifar_dir):
+    path = cifar_dir / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DataError) as err:
+        data.load_images("cifar10", str(cifar_dir))
+    assert_one_sentence_naming(err, path)
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+@pytest.fixture
+def image_tree(tmp_path):
+    """Six 8x8 solid-colour images in nested folders, mixed extensions and cases, plus a non-image file."""
+    root = tmp_path / "images"
+    colours = {"a/1.png": (255, 0, 0), "a/2.PNG": (0, 255, 0), "b/c/3.png": (0, 0, 255),
+               "b/4.png": (10, 20, 30), "5.png": (200, 100, 50), "6.png": (60, 60, 60)}
+    for name, colour in colours.items():
+        save_png(str(root / name), np.full((8, 8, 3), colour))
+    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(root / "b" / "7.JPG", quality=95)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_order_colours_and_channels(image_tree):
+    rgb = data.load_images("folder", str(image_tree), image_size=4, channels=3)
+    assert rgb.shape == (7, 4, 4, 3) and rgb.dtype == np.uint8
+    # Sorted full paths: 5.png, 6.png, a/1.png, a/2.PNG, b/4.png, b/7.JPG, b/c/3.png.
+    expected = [(200, 100, 50), (60, 60, 60), (255, 0, 0), (0, 255, 0), (10, 20, 30), None, (0, 0, 255)]
+    for image, colour in zip(rgb, expected):
+        if colour is None:  # the JPEG: lossy, so only roughly grey
+            assert np.abs(image.astype(int) - 128).max() <= 3
+        else:
+            assert (image == colour).all()
+    gray = data.load_images("folder", str(image_tree), image_size=4, channels=1)
+    assert gray.shape == (7, 4, 4, 1)
+    assert gray[2, 0, 0, 0] == round(0.2989 * 255) and gray[1, 0, 0, 0] == 60
+    assert data.load_images("folder", str(image_tree), image_size=4, limit=3).shape == (3, 4, 4, 1)
+
+
+def test_folder_gray_source_to_rgb(tmp_path):
+    save_png(str(tmp_path / "g.png"), np.full((6, 6), 77))
+    rgb = data.load_images("folder", str(tmp_path), image_size=6, channels=3)
+    assert (rgb == 77).all() and rgb.shape == (1, 6, 6, 3)
+
+
+def test_folder_centre_crop(tmp_path):
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, :10], wide[:, 10:20], wide[:, 20:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    save_png(str(tmp_path / "wide.png"), wide)
+    save_png(str(tmp_path / "tall.png"), wide.transpose(1, 0, 2))
+    tall, wide_out = data.load_images("folder", str(tmp_path), image_size=5, channels=3)
+    assert (wide_out == (0, 255, 0)).all() and (tall == (0, 255, 0)).all()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated_png", "truncated_jpeg"])
+def test_folder_bad_file(image_tree, damage):
+    if damage == "garbage":
+        bad = image_tree / "b" / "bad.png"
+        bad.write_bytes(b"this is not a png at all")
+    elif damage == "truncated_png":
+        bad = image_tree / "a" / "big.png"
+        save_png(str(bad), np.random.default_rng(0).integers(0, 256, (64, 64, 3)))
+        bad.write_bytes(bad.read_bytes()[:3000])
+    else:
+        bad = image_tree / "big.jpeg"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(bad)
+        bad.write_bytes(bad.read_bytes()[:2000])
+    with pytest.raises(DataError) as err:
+        data.make_dataset("folder", str(image_tree), image_size=4, batch_size=2)
+    assert_one_sentence_naming(err, bad)
+
+
+def test_folder_dataset_matches_load_images_and_resumes(image_tree):
+    loaded = data.load_images("folder", str(image_tree), image_size=4, channels=3)
+    ds = data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2, seed=3)
+    assert ds.element_spec.shape == (2, 4, 4, 3)
+    batches = take(ds, 6)  # 3 batches per epoch, one image sits out each epoch
+    expected = loaded.astype(np.float32) / 127.5 - 1.0
+    for epoch in (batches[:3], batches[3:]):
+        images = np.concatenate(epoch)
+        rows = [int(np.argmin(np.abs(expected - image).reshape(7, -1).max(1))) for image in images]
+        np.testing.assert_array_equal(images, expected[rows])  # decoded lazily == loaded up front, bit for bit
+        assert len(set(rows)) == 6
+    resumed = take(data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2,
+                                     seed=3, start_batch=2), 4)
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(batches[2:]))
+
+
+# ---------------------------------------------------------------------------------------------- data order
+
+def test_batches_full_static_and_in_range(idx_dir):
+    ds = data.make_dataset("mnist", idx_dir, image_size=8, channels=3, batch_size=3)
+    assert ds.element_spec == tf.TensorSpec([3, 8, 8, 3], tf.float32)
+    traces = []
+
+    @tf.function
+    def step(x):
+        traces.append(1)
+        return tf.reduce_sum(x)
+
+    for batch in ds.take(8):  # 3 per epoch: crosses two epoch boundaries
+        assert batch.shape == (3, 8, 8, 3) and batch.dtype == tf.float32
+        assert -1.0 <= batch.numpy().min() and batch.numpy().max() <= 1.0
+        step(batch)
+    assert len(traces) == 1
+
+
+def test_each_epoch_is_a_permutation(idx_dir):
+    batches = take(data.make_dataset("mnist", idx_dir, image_size=4, batch_size=5, seed=1), 8)
+    epochs = [sum((ids(b) for b in batches[i:i + 2]), []) for i in range(0, 8, 2)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(10))
+    assert len({tuple(e) for e in epochs}) > 1  # a fresh order each epoch
+
+    # 10 images in batches of 4: each epoch uses 8 distinct images, never a short batch.
+    batches = take(data.make_dataset("mnist", idx_dir, image_size=4, batch_size=4, seed=1), 6)
+    for i in range(0, 6, 2):
+        epoch = ids(batches[i]) + ids(batches[i + 1])
+        assert len(set(epoch)) == 8
+
+
+def test_seed_determines_order(idx_dir):
+    def order(seed):
+        return [ids(b) for b in take(data.make_dataset("mnist", idx_dir, image_size=4, batch_size=5, seed=seed), 4)]
+
+    assert order(7) == order(7)
+    assert order(7) != order(8)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 6])
+def test_start_batch_equals_skipping(idx_dir, k):
+    # 10 images, batch 4 -> 2 batches per epoch; k spans mid-epoch starts and epoch boundaries.
+    full = take(data.make_dataset("mnist", idx_dir, image_size=4, batch_size=4, seed=5), k + 4)
+    resumed = take(data.make_dataset("mnist", idx_dir, image_size=4, batch_size=4, seed=5, start_batch=k), 4)
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(full[k:]))
+
+
+# ---------------------------------------------------------------------------------------------- image I/O
+
+def test_to_uint8():
+    x = np.array([-1.0, 0.0, 1.0, -3.0, 2.5, 0.5], np.float32)
+    np.testing.assert_array_equal(data.to_uint8(x), [0, 128, 255, 0, 255, 191])
+    assert data.to_uint8(tf.constant(x)).dtype == np.uint8
+
+
+def test_image_grid_layout():
+    images = np.stack([np.full((3, 2, 1), 10 * (i + 1), np.uint8) for i in range(5)])
+    grid = data.image_grid(images, rows=2, cols=3, pad=1)
+    assert grid.shape == (2 * 3 + 1, 3 * 2 + 2, 1) and grid.dtype == np.uint8
+    for i in range(5):
+        top, left = (i // 3) * 4, (i % 3) * 3
+        assert (grid[top:top + 3, left:left + 2] == 10 * (i + 1)).all()
+    assert (grid[3] == 0).all() and (grid[:, 2] == 0).all() and (grid[:, 5] == 0).all()  # padding
+    assert (grid[4:7, 6:8] == 0).all()  # the sixth tile is blank
+    np.testing.assert_array_equal(data.image_grid(np.concatenate([images, images]), 1, 2, pad=0),
+                                  np.concatenate([images[0], images[1]], axis=1))
+
+
+@pytest.mark.parametrize("shape,mode", [((5, 7, 1), "L"), ((5, 7), "L"), ((5, 7, 3), "RGB")])
+def test_save_image_round_trip(tmp_path, shape, mode):
+    array = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
+    path = tmp_path / "new" / "dir" / "img.png"
+    data.save_image(array, str(path))
+    data.save_image(array, str(path))  # overwriting works
+    with Image.open(path) as image:
+        assert image.mode == mode
+        np.testing.assert_array_equal(np.asarray(image), array.reshape(5, 7, -1).squeeze())
+    assert os.listdir(path.parent) == ["img.png"]  # no temporary files left behind
