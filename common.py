@@ -126,6 +126,9 @@ def read_config(run_dir):
         raise RunError(f"{path} cannot be read as JSON ({e}).") from None
     if not isinstance(config, dict) or config.get("variant") not in VARIANTS:
         raise RunError(f"{path} is not the config of a dcgan/wgan/wgan_gp run.")
+    missing = [k for k in ("image_size", "channels", "z_dim", "width", "seed", "dataset") if k not in config]
+    if missing:
+        raise RunError(f"{path} lacks {', '.join(missing)}; it was not written by these scripts or was edited.")
     return config
 
 
@@ -187,8 +190,13 @@ def strategy():
 
 
 def fixed_noise(seed, z_dim, n=SAMPLE_GRID * SAMPLE_GRID):
-    """The noise batch behind every sample grid of a run: a pure function of the seed, so resume keeps it."""
-    return tf.random.stateless_normal([n, z_dim], seed=[seed, 7919])
+    """The noise batch behind every sample grid of a run: a pure function of the seed, so resume keeps it, and the
+    same z as generate_images(seed), so `sample.py RUN --seed <the run's seed>` redraws the run's own grid."""
+    return noise(n, z_dim, seed)
+
+
+def noise(n, z_dim, seed):
+    return tf.random.stateless_normal([n, z_dim], seed=[seed, 104729])
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -212,13 +220,17 @@ class Checkpoints:
             raise RunError(f"{os.path.dirname(self.manager.directory)} has no checkpoint to resume from yet.")
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
+        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data
             raise RunError(f"{path} does not fit this script's networks and optimizers ({_first_line(e)}).") from None
         return path
 
 
 def _first_line(e):
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    """The gist of a TF error: its first line, without the {{function_node ...}} prefix, at most 200 characters."""
+    text = str(e).strip()
+    if text.startswith("{{"):
+        text = text.split("}}", 1)[-1].strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def checkpoint_path(run_dir, step=None, best=False):
@@ -246,7 +258,7 @@ def load_generator(run_dir, step=None, best=False):
     generator = ops.make_generator(config["image_size"], config["channels"], config["z_dim"], config["width"])
     try:
         tf.train.Checkpoint(generator=generator).read(path).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
+    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data
         raise RunError(f"{path} cannot be restored into the generator described by config.json "
                        f"({_first_line(e)}).") from None
     return generator, config, path
@@ -326,12 +338,14 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def generate_images(generator, n, z_dim, seed=0, batch_size=500):
-    """n images as uint8 (n, H, W, C) from z ~ N(0, I) drawn statelessly from `seed`, BatchNorm in inference mode."""
-    @tf.function
-    def generate(z):
-        return generator(z, training=False)
+def generate(generator, z, batch_size=500):
+    """uint8 images [N, H, W, C] for z [N, z_dim], in batches, BatchNorm in inference mode (moving statistics)."""
+    run = tf.function(lambda z: generator(z, training=False))
+    if len(z) == 0:
+        return np.zeros((0, *generator.output_shape[1:]), np.uint8)
+    return np.concatenate([data.to_uint8(run(z[i:i + batch_size])) for i in range(0, len(z), batch_size)])
 
-    z = tf.random.stateless_normal([n, z_dim], seed=[seed, 104729])
-    return np.concatenate([data.to_uint8(generate(z[i:i + batch_size])) for i in range(0, n, batch_size)]) \
-        if n else np.zeros((0, *generator.output_shape[1:]), np.uint8)
+
+def generate_images(generator, n, z_dim, seed=0, batch_size=500):
+    """n images as uint8 (n, H, W, C) from z ~ N(0, I) drawn statelessly from `seed`."""
+    return generate(generator, noise(n, z_dim, seed), batch_size)
