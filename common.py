@@ -35,7 +35,7 @@ SAMPLE_GRID = 8  # the fixed-noise grid is SAMPLE_GRID x SAMPLE_GRID images
 
 # Flags a resumed run may change; every other saved flag is part of the experiment and must match.
 RESUMABLE_FLAGS = {"steps", "resume", "out_dir", "data_dir", "ckpt_every", "sample_every", "log_every",
-                   "keep_ckpts", "xla"}
+                   "keep_ckpts", "xla", "eval_every", "eval_samples"}
 
 
 class RunError(Exception):
@@ -78,14 +78,22 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
     add("--keep_ckpts", type=int, default=3, help="how many of the newest checkpoints to keep")
     add("--sample_every", type=int, default=500, help="write a sample grid from the fixed noise every N steps")
     add("--log_every", type=int, default=50, help="write losses to TensorBoard and metrics.jsonl every N steps")
+    add("--eval_every", type=int, default=0,
+        help="score the generator every N steps (0 = never) and keep the best checkpoint in ckpt_best/")
+    add("--eval_samples", type=int, default=10000, help="generated images per evaluation")
+    add("--metric", default=None,
+        help="what --eval_every computes (see metrics.py): classifier_fd for fashion_mnist/mnist, else fid")
 
 
 def parse_args(parser, variant, argv=None):
     """Parse flags; with --resume, saved flags become the defaults and an explicit conflicting flag is refused."""
     args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "ckpt_every", "sample_every", "log_every", "keep_ckpts", "width", "z_dim"):
+    for name in ("steps", "batch_size", "ckpt_every", "sample_every", "log_every", "keep_ckpts", "width", "z_dim",
+                 "eval_samples"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.eval_every < 0:
+        parser.error("--eval_every must be 0 (never) or positive")
     if args.resume is None:
         _check_shapes(args)
         return args
@@ -154,30 +162,34 @@ def _git_commit():
 
 # ------------------------------------------------------------------------------------------------ run set-up
 def start_run(args, variant):
-    """Seed, set determinism, create (or reopen) the run directory and write config.json; returns the run dir."""
+    """Seed, set determinism, and choose the run directory and its config; writes nothing (see save_config)."""
     keras.utils.set_random_seed(args.seed)  # Python, NumPy and TF global seeds (weight initialisation)
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     if args.resume:
-        run_dir = args.resume
-        config = read_config(run_dir)
+        config = read_config(args.resume)
         config.update({k: getattr(args, k) for k in RESUMABLE_FLAGS - {"resume", "out_dir"}})
         config.setdefault("resumed", []).append(_now())
-    else:
-        run_dir = args.out_dir or os.path.join("runs", f"{variant}-{args.dataset}-{_now()}")
-        if os.path.exists(os.path.join(run_dir, "config.json")):
-            raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
-                           "another --out_dir.")
-        try:
-            os.makedirs(run_dir, exist_ok=True)
-        except OSError as e:
-            raise RunError(f"cannot create the run directory {run_dir} ({e.strerror}).") from None
-        config = {k: v for k, v in vars(args).items() if k not in ("resume", "out_dir")}
-        config.update(variant=variant, created=_now(), git_commit=_git_commit(), versions={
-            "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__})
-    _write_json(os.path.join(run_dir, "config.json"), config)
-    return run_dir
+        return args.resume, config
+    run_dir = args.out_dir or os.path.join("runs", f"{variant}-{args.dataset}-{_now()}")
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
+                       "--out_dir.")
+    config = {k: v for k, v in vars(args).items() if k not in ("resume", "out_dir")}
+    config.update(variant=variant, created=_now(), git_commit=_git_commit(), versions={
+        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+        "numpy": np.__version__})
+    return run_dir, config
+
+
+def save_config(run_dir, config):
+    """Create the run directory and write config.json: called once the data has loaded, so that bad input leaves
+    no half-made run behind."""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        _write_json(os.path.join(run_dir, "config.json"), config)
+    except OSError as e:
+        raise RunError(f"cannot write the run directory {run_dir} ({e.strerror}).") from None
 
 
 def _now():
@@ -204,9 +216,21 @@ class Checkpoints:
     """tf.train.Checkpoint + CheckpointManager over everything a resumed run needs to continue as if never stopped."""
 
     def __init__(self, run_dir, keep, **objects):
-        self.checkpoint = tf.train.Checkpoint(**objects)
+        # The best score so far travels with the run, so that a resumed run keeps comparing against it.
+        self.best_score = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(best_score=self.best_score, **objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(run_dir, "ckpt"), max_to_keep=keep,
                                                   checkpoint_name="ckpt")
+        self.best = tf.train.CheckpointManager(self.checkpoint, os.path.join(run_dir, "ckpt_best"), max_to_keep=1,
+                                               checkpoint_name="ckpt")
+
+    def save_if_best(self, step, score):
+        """Keep this step in ckpt_best/ if its score (lower is better) beats every earlier one; True if it did."""
+        if not score < float(self.best_score):  # also False for NaN
+            return False
+        self.best_score.assign(score)
+        self.best.save(checkpoint_number=step)
+        return True
 
     def save(self, step):
         """Save as ckpt-<step>, unless that step is already saved (a final save right after a periodic one)."""
@@ -273,7 +297,7 @@ class Logger:
         self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs"))
         self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                        disable=None if os.environ.get("GAN_PROGRESS", "1") == "1" else True)
+                        disable=None)  # None: a bar only on a terminal
         self.batch_size, self.every = batch_size, every
         self.last_step, self.last_time = start_step, time.perf_counter()
 
@@ -287,13 +311,22 @@ class Logger:
         rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
         values.update(steps_per_sec=rate, images_per_sec=rate * images_per_step)
         self.last_step, self.last_time = step, now
+        self.scalars(step, values)
+        shown = {k: f"{v:.4g}" for k, v in values.items() if k != "images_per_sec"}
+        if self.bar.disable:  # no terminal (a log file, a batch job): one line per logging step instead of a bar
+            print(f"step {step}/{self.bar.total} " + " ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
+        else:
+            self.bar.set_postfix(shown, refresh=False)
+
+    def scalars(self, step, values):
         with self.writer.as_default(step=step):
             for k, v in values.items():
                 tf.summary.scalar(k, v)
         self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self.jsonl.flush()
-        self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k not in ("images_per_sec",)},
-                             refresh=False)
+
+    def write(self, line):
+        self.bar.write(line)
 
     def image(self, step, grid):
         with self.writer.as_default(step=step):
@@ -303,6 +336,23 @@ class Logger:
         self.bar.close()
         self.writer.flush()
         self.jsonl.close()
+
+
+class Evaluator:
+    """--eval_every: score --eval_samples generated images with metrics.py and log the scores."""
+
+    def __init__(self, args):
+        import metrics  # only runs that evaluate need it (and its cached classifier or Inception network)
+        self.metric = args.metric or metrics.default_metric(args.dataset)
+        self.scorer = metrics.make_scorer(self.metric, args.dataset, args.data_dir, args.image_size, args.channels)
+        self.n, self.z_dim, self.seed = args.eval_samples, args.z_dim, args.seed + 1
+
+    def __call__(self, generator, step, logger):
+        """Returns the score to minimise (the scorer's first value)."""
+        scores = self.scorer(generate_images(generator, self.n, self.z_dim, self.seed))
+        logger.scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+        logger.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        return next(iter(scores.values()))
 
 
 def save_samples(generator, noise, run_dir, step, logger=None):

@@ -63,8 +63,10 @@ class LayerNorm(keras.layers.Layer):
 def batch_norm():
     # Keras' default momentum 0.99 averages over ~100 steps; PyTorch's DCGAN uses 0.1 in its convention (= 0.9 here).
     # 0.9 follows the reference code, so that moving statistics track the generator closely when sampling.
+    # synchronized: on several devices the batch statistics are those of the global batch, as on one device, and
+    # every device keeps the same moving statistics (a no-op on one device).
     return keras.layers.BatchNormalization(
-        momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+        momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), synchronized=True)
 
 
 def norm_layer(norm):

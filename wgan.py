@@ -119,7 +119,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
 # ------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
-    run_dir = common.start_run(args, VARIANT)
+    run_dir, config = common.start_run(args, VARIANT)
     strategy = common.strategy()
     with strategy.scope():
         generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
@@ -140,9 +140,11 @@ def main(argv=None):
         print(f"resumed from {ckpt.restore_latest()} at step {int(step)}")
     dataset = data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size,
                                 seed=args.seed, start_batch=int(batches))  # continues the data order exactly
+    common.save_config(run_dir, config)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     train_step = make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng)
     noise = common.fixed_noise(args.seed, args.z_dim)
+    evaluate = common.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
     log = common.Logger(run_dir, args.steps, int(step), args.batch_size, args.log_every)
     print(f"{VARIANT}: generator {ops.count_params(generator):,} and critic {ops.count_params(critic):,} parameters; "
           f"run directory {run_dir}")
@@ -157,6 +159,8 @@ def main(argv=None):
             log.step(i, metrics, images_per_step=args.batch_size * n_critic)
             if i % args.sample_every == 0:
                 common.save_samples(generator, noise, run_dir, i, log)
+            if evaluate and i % args.eval_every == 0:  # before the periodic save, which holds the best score
+                ckpt.save_if_best(i, evaluate(generator, i, log))
             if i % args.ckpt_every == 0:
                 ckpt.save(i)
         ckpt.save(int(step))

@@ -299,6 +299,7 @@ def test_missing_data_path_is_one_clear_sentence(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert lines[-1].startswith("error: ") and str(missing) in lines[-1]
+    assert not (tmp_path / "r").exists()  # no half-made run directory left behind
 
 
 def test_checkpoint_from_another_size_is_refused(tiny_fashion, tmp_path):
