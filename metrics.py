@@ -1,0 +1,469 @@
+"""How good are the samples: Fréchet distance and KID in two feature spaces, and the Inception Score.
+
+Two feature spaces, named so that nobody confuses them:
+  fid, kid, is                   the standard FID Inception network: pool_3 (2048-d) of the 2015-12-05 Inception
+                                 graph, as in the original FID code (TTUR) and TF-GAN, loaded in TF2. Comparable
+                                 with published numbers; needs the graph (downloaded once, or --inception PATH).
+  classifier_fd, classifier_kid  a small CNN trained here once on the dataset's training split (fixed seed), its
+                                 128-d penultimate layer. Offline and fast, for fashion_mnist / mnist only, and
+                                 comparable only with itself (same dataset, image size, cache). It is not FID.
+
+    python metrics.py runs/dcgan-fashion_mnist-20261127-120000               # classifier_fd, 10,000 samples
+    python metrics.py RUN --best --metric classifier_fd classifier_kid       # the run's best checkpoint
+    python metrics.py fake.npz --dataset fashion_mnist                       # from sample.py --num N --format npz
+    python metrics.py fake_png/ --dataset cifar10 --metric fid kid is        # downloads the Inception graph once
+    python metrics.py fake.npz --dataset cifar10 --metric fid --inception ~/inception-2015-12-05.tgz   # offline
+
+Which number to quote: Inception `fid` of 10,000 (or 50,000) samples against the full training split's
+statistics, saying the count: FID is biased and falls as the sample count grows, so only equal counts compare.
+KID is unbiased (Binkowski et al. 2018, mean of 100 subsets of 1,000). IS is higher-is-better and needs 50,000
+samples to match papers. Every other metric is lower-is-better. The cache (--cache_dir, default $GAN_CACHE or
+~/.cache/tf-gans) holds the Inception archive, the classifier and the reference statistics.
+"""
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import time
+import urllib.request
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import common
+import data
+
+METRICS = ("classifier_fd", "classifier_kid", "fid", "kid", "is")
+LABELLED = ("fashion_mnist", "mnist")  # the classifier needs labels
+INCEPTION_URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
+INCEPTION_BYTES = 88_931_400  # the archive's size as logged by TF's classify_image.py ("Successfully downloaded")
+INCEPTION_SHA256 = None  # no published SHA-256 was found; pin `sha256sum inception-2015-12-05.tgz` here
+CLASSIFIER_EPOCHS = 8
+KID_FEATURES = 10_000  # reference features kept for KID
+
+
+def default_metric(dataset):
+    """The score to minimise for a dataset: the offline classifier_fd where there are labels, else Inception fid."""
+    return "classifier_fd" if dataset in LABELLED else "fid"
+
+
+def default_cache_dir():
+    return os.environ.get("GAN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tf-gans")
+
+
+# ------------------------------------------------------------------------------------------------ the distances
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2) between N(mu1, S1) and N(mu2, S2), in float64.
+
+    tr((S1 S2)^1/2) = tr((S1^1/2 S2 S1^1/2)^1/2), the square root of a symmetric PSD matrix: two eigh calls with
+    negative round-off eigenvalues clipped, instead of scipy's sqrtm on the non-symmetric S1 S2 (which can return
+    complex values and needs the epsilon fix of the original FID code).
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != mu1.shape * 2:
+        raise ValueError(f"mismatched statistics: {mu1.shape}, {s1.shape} vs {mu2.shape}, {s2.shape}")
+    w, v = np.linalg.eigh((s1 + s1.T) / 2)
+    sqrt_s1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = sqrt_s1 @ s2 @ sqrt_s1
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def kernel_inception_distance(feats1, feats2, num_subsets=100, subset_size=1000, seed=0):
+    """Unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3 (Binkowski et al. 2018), averaged over subsets."""
+    f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    m = min(subset_size, len(f1), len(f2))
+    if m < 2:
+        raise ValueError("KID needs at least 2 feature vectors on each side")
+    rng, d = np.random.default_rng(seed), f1.shape[1]
+    mmds = []
+    for _ in range(num_subsets):
+        x, y = f1[rng.choice(len(f1), m, replace=False)], f2[rng.choice(len(f2), m, replace=False)]
+        kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        # Unbiased: the diagonals k(x_i, x_i) are left out of the within-sample means.
+        mmds.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+    return float(np.mean(mmds))
+
+
+def inception_score(logits, splits=10):
+    """exp(E_x KL(p(y|x) || p(y))), the mean over `splits` parts (Salimans et al. 2016); higher is better."""
+    logits = np.asarray(logits, np.float64)
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    scores = []
+    for part in np.array_split(logp, min(splits, len(logp))):
+        p = np.exp(part)
+        scores.append(np.exp((p * (part - np.log(p.mean(0, keepdims=True)))).sum(1).mean()))
+    return float(np.mean(scores))
+
+
+def statistics(features):
+    f = np.asarray(features, np.float64)
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+# ------------------------------------------------------------------------------ the FID Inception network
+def _inception_archive(cache_dir):
+    """Path of the checked inception-2015-12-05.tgz in the cache, downloading it once."""
+    path = os.path.join(cache_dir, os.path.basename(INCEPTION_URL))
+    if not os.path.isfile(path):
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.part"
+        print(f"downloading the FID Inception graph from {INCEPTION_URL} ...", file=sys.stderr)
+        try:
+            with urllib.request.urlopen(INCEPTION_URL, timeout=60) as response, open(tmp, "wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+            digest = _check_archive(tmp)
+        except (OSError, common.RunError) as e:  # URLError, timeouts and refused connections are OSErrors
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            if isinstance(e, common.RunError):
+                raise
+            raise common.RunError(
+                f"the FID Inception network is not in {cache_dir} and could not be downloaded "
+                f"({getattr(e, 'reason', e)}); download {INCEPTION_URL} on a machine with internet and pass "
+                f"--inception PATH_TO_THE_TGZ, or copy it into {cache_dir}.") from None
+        os.replace(tmp, path)
+        if not INCEPTION_SHA256:
+            print(f"its SHA-256 is {digest} (metrics.INCEPTION_SHA256 pins none yet)", file=sys.stderr)
+    return path
+
+
+def _check_archive(path):
+    """Refuse an archive whose size (published) or SHA-256 (once pinned) is not the official one; -> SHA-256."""
+    size = os.path.getsize(path)
+    if size != INCEPTION_BYTES:
+        raise common.RunError(f"{path} has {size} bytes, not the {INCEPTION_BYTES} of the official "
+                              f"inception-2015-12-05.tgz; delete it and download {INCEPTION_URL} again.")
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if INCEPTION_SHA256 and digest != INCEPTION_SHA256:
+        raise common.RunError(f"{path} has SHA-256 {digest}, not the pinned {INCEPTION_SHA256}; delete it and "
+                              f"download {INCEPTION_URL} again.")
+    return digest
+
+
+def _read_graph_def(path):
+    """GraphDef from a classify_image_graph_def.pb, an archive holding one, or a folder holding either."""
+    if os.path.isdir(path):
+        names = ("classify_image_graph_def.pb", os.path.basename(INCEPTION_URL))
+        path = next((os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))), path)
+    if not os.path.isfile(path):
+        raise common.RunError(f"--inception {path} is neither classify_image_graph_def.pb nor "
+                              "inception-2015-12-05.tgz (nor a folder holding one).")
+    try:
+        if path.endswith((".tgz", ".tar.gz")):
+            _check_archive(path)
+            with tarfile.open(path, "r:gz") as tar:
+                member = next(m for m in tar if m.name.endswith("classify_image_graph_def.pb"))
+                raw = tar.extractfile(member).read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
+        graph_def = tf.compat.v1.GraphDef.FromString(raw)
+    except (OSError, StopIteration, tarfile.TarError, ValueError) as e:  # DecodeError is a ValueError subclass
+        raise common.RunError(f"{path} is not a readable Inception graph ({type(e).__name__}).") from None
+    names = {node.name for node in graph_def.node}
+    if not {"ExpandDims", "pool_3"} <= names:
+        raise common.RunError(f"{path} has no 'ExpandDims' input and 'pool_3' output; it is not the FID graph.")
+    return graph_def, hashlib.sha256(raw).hexdigest()[:16], "softmax/logits/MatMul" in names
+
+
+def _replace_removed_batch_norm(graph_def):
+    """The same graph with BatchNormWithGlobalNormalization (removed in GraphDef version 9) spelled in current ops.
+
+    The 2015 graph uses it after every convolution. A TF1 session runs it because importing lowers the session
+    graph's version to the file's, but a tf.function runs at TF's current version and refuses it. The kernel
+    computes (t - mean) * rsqrt(var + eps) [* gamma] + beta; so do these nodes, under the same output name.
+    """
+    out = tf.compat.v1.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    out.library.CopyFrom(graph_def.library)
+    for node in graph_def.node:
+        if node.op != "BatchNormWithGlobalNormalization":
+            out.node.add().CopyFrom(node)
+            continue
+        t, mean, var, beta, gamma = node.input[:5]
+        dtype, name = node.attr["T"], node.name
+
+        def add(op, suffix, *inputs):
+            new = out.node.add(name=f"{name}/fid_{suffix}" if suffix else name, op=op, input=inputs)
+            new.attr["T"].CopyFrom(dtype)
+        eps = out.node.add(name=f"{name}/fid_eps", op="Const")
+        eps.attr["dtype"].type = dtype.type
+        eps.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(node.attr["variance_epsilon"].f,
+                                                               tf.dtypes.as_dtype(dtype.type)))
+        add("AddV2", "var_eps", var, eps.name)
+        add("Rsqrt", "rsqrt", f"{name}/fid_var_eps")
+        scale = f"{name}/fid_rsqrt"
+        if node.attr["scale_after_normalization"].b:
+            add("Mul", "scale", scale, gamma)
+            scale = f"{name}/fid_scale"
+        add("Sub", "centred", t, mean)
+        add("Mul", "scaled", f"{name}/fid_centred", scale)
+        add("AddV2", "", f"{name}/fid_scaled", beta)
+        out.node[-1].input.extend(node.input[5:])  # control inputs, if any
+    return out
+
+
+def inception_network(cache_dir=None, inception=None):
+    """-> (features(images uint8 NHWC) -> (pool_3 [N, 2048], logits [N, 1008] or None), id of the graph)."""
+    graph_def, graph_id, has_logits = _read_graph_def(inception or _inception_archive(cache_dir or
+                                                                                      default_cache_dir()))
+    graph_def = _replace_removed_batch_norm(graph_def)
+
+    def imported(images):
+        # Feed float [0, 255] images of any size at ExpandDims:0, as TTUR's fid.py does; the graph resizes them
+        # to 299x299 (bilinear) and scales them to [-1, 1] itself.
+        pool3, = tf.compat.v1.import_graph_def(graph_def, input_map={"ExpandDims:0": images},
+                                               return_elements=["pool_3:0"], name="inception")
+        pool3 = tf.reshape(pool3, [tf.shape(images)[0], -1])  # [N, 1, 1, 2048] -> [N, 2048]
+        if not has_logits:
+            return pool3, tf.zeros([tf.shape(images)[0], 0])
+        # The original IS code: pool_3 times the softmax layer's weights, without its bias.
+        weights = tf.compat.v1.get_default_graph().get_operation_by_name("inception/softmax/logits/MatMul").inputs[1]
+        return pool3, tf.matmul(pool3, weights)
+
+    run = tf.compat.v1.wrap_function(imported, [tf.TensorSpec([None, None, None, 3], tf.float32)])
+
+    def features(images):
+        x = tf.cast(images, tf.float32)
+        out = run(tf.tile(x, [1, 1, 1, 3]) if x.shape[-1] == 1 else x)  # grayscale -> RGB
+        return out[0].numpy(), (out[1].numpy() if has_logits else None)
+    return features, graph_id
+
+
+# ------------------------------------------------------------------------------------- the offline classifier
+def make_classifier(image_size=32, channels=1, seed=0):
+    """A small CNN, (images uint8) -> 10 logits; every layer float32 and seeded (no global RNG is touched)."""
+    layers, init = keras.layers, lambda i: keras.initializers.HeUniform(seed=seed + i)
+    x_in = keras.Input((image_size, image_size, channels), name="image")
+    x = layers.Rescaling(1 / 127.5, -1.0, dtype="float32")(x_in)
+    # [S, S, C] -> [S/2, S/2, 32] -> [S/4, S/4, 64] -> [S/8, S/8, 128]: strided convolutions keep it cheap on CPU.
+    for i, (filters, kernel) in enumerate(((32, 5), (64, 3), (128, 3))):
+        x = layers.Conv2D(filters, kernel, 2, padding="same", use_bias=i == 0, kernel_initializer=init(i),
+                          dtype="float32")(x)
+        if i:
+            x = layers.BatchNormalization(dtype="float32")(x)
+        x = layers.ReLU(dtype="float32")(x)
+    x = layers.Dropout(0.3, seed=seed, dtype="float32")(layers.Flatten(dtype="float32")(x))
+    x = layers.Dense(128, activation="relu", kernel_initializer=init(8), name="features", dtype="float32")(x)
+    return keras.Model(x_in, layers.Dense(10, kernel_initializer=init(9), dtype="float32")(x), name="classifier")
+
+
+def read_labels(dataset, data_dir=None, split="train"):
+    """The IDX label file of (Fashion-)MNIST that data.load_images' images come from, in the same order."""
+    stem = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}[split]
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    dirs = [data_dir] if data_dir else []  # the places where data.py looks for the images, in its order
+    if not data_dir and dataset == "fashion_mnist":
+        dirs = [data.DEBIAN_FASHION_MNIST, os.path.join(keras_home, "datasets", "fashion-mnist")]
+    for path in (os.path.join(d, stem + ext) for d in dirs for ext in ("", ".gz")):
+        if os.path.isfile(path):
+            with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+                raw = f.read()
+            magic, n = (int(v) for v in np.frombuffer(raw[:8].ljust(8, b"\0"), ">u4"))
+            if magic != 0x801 or len(raw) != 8 + n:
+                raise data.DataError(f"{path} is truncated or not an IDX label file; re-download it.")
+            return np.frombuffer(raw, np.uint8, offset=8).copy()
+    if data_dir:
+        raise data.DataError(f"No {stem}(.gz) in {data_dir}; the classifier metrics need the label files too.")
+    try:
+        (_, y_train), (_, y_test) = getattr(keras.datasets, dataset).load_data()
+    except Exception:  # Keras re-raises download errors as a bare Exception
+        raise data.DataError(f"Could not find or download the {dataset} labels; pass --data_dir with the "
+                             "original IDX files.") from None
+    return np.asarray(y_train if split == "train" else y_test, np.uint8)
+
+
+def train_classifier(dataset, data_dir, image_size, channels, path, seed=0, epochs=None):
+    """Train the classifier on the training split, save its weights at `path` and a JSON next to it."""
+    epochs = epochs or CLASSIFIER_EPOCHS
+    x, y = data.load_images(dataset, data_dir, image_size, channels, "train"), read_labels(dataset, data_dir)
+    x_test = data.load_images(dataset, data_dir, image_size, channels, "test")
+    y_test = read_labels(dataset, data_dir, "test")
+    if len(x) != len(y) or len(x_test) != len(y_test):
+        raise data.DataError(f"The {dataset} image and label files do not match in length; re-download them.")
+    start, model = time.perf_counter(), make_classifier(image_size, channels, seed)
+    steps = epochs * -(-len(x) // 128)
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    # The data order comes from NumPy, seeded: tf.data's shuffle would also depend on TF's global seed, which
+    # a training script calling make_scorer has set to its own value.
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(x)) for _ in range(epochs)])
+    train = (tf.data.Dataset.from_tensor_slices(order).batch(128)
+             .map(lambda i: (tf.gather(x, i), tf.gather(y, i))).prefetch(2))
+    model.fit(train, epochs=1, verbose=0, shuffle=False)
+    accuracy = float(model.evaluate(x_test, y_test, batch_size=500, verbose=0)[1])
+    info = dict(dataset=dataset, image_size=image_size, channels=channels, seed=seed, epochs=epochs,
+                test_accuracy=accuracy, train_seconds=round(time.perf_counter() - start, 1))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path.replace(".weights.h5", ".json"), "w") as f:
+        json.dump(info, f, indent=2)
+    model.save_weights(path + ".tmp.weights.h5")
+    os.replace(path + ".tmp.weights.h5", path)  # the weights last and atomically: they mark the cache complete
+    print(f"trained the offline classifier on {dataset} in {info['train_seconds']:.0f} s: test accuracy "
+          f"{accuracy:.2%} ({path})", file=sys.stderr)
+    return model, info
+
+
+def classifier_network(dataset, data_dir=None, image_size=32, channels=1, cache_dir=None):
+    """-> (features(images uint8 NHWC) -> (128-d penultimate activations, None), id of the weights)."""
+    if dataset not in LABELLED:
+        raise common.RunError(f"the classifier metrics need a labelled MNIST-like dataset ({', '.join(LABELLED)}), "
+                              f"not {dataset}; use --metric fid.")
+    path = os.path.join(cache_dir or default_cache_dir(), "classifier", _key(dataset, data_dir, image_size,
+                                                                             channels) + ".weights.h5")
+    if os.path.isfile(path):
+        model = make_classifier(image_size, channels)
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError) as e:
+            raise common.RunError(f"{path} does not fit the classifier ({type(e).__name__}); delete it to "
+                                  "train it again.") from None
+    else:
+        model, _ = train_classifier(dataset, data_dir, image_size, channels, path)
+    with open(path, "rb") as f:
+        weights_id = hashlib.sha256(f.read()).hexdigest()[:16]
+    extract = tf.function(keras.Model(model.input, model.get_layer("features").output))
+    return lambda images: (extract(tf.constant(images), training=False).numpy(), None), weights_id
+
+
+# -------------------------------------------------------------------------------------------------- scoring
+def _key(dataset, data_dir, image_size, channels):
+    where = f"-{hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:8]}" if data_dir else ""
+    return f"{dataset}{where}-{image_size}px-{channels}ch"
+
+
+def _features(network, images, batch_size):
+    out = [network(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    logits = None if out[0][1] is None else np.concatenate([o[1] for o in out])
+    return np.concatenate([o[0] for o in out]), logits
+
+
+def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache_dir=None, inception=None,
+                split="train", batch_size=100):
+    """-> score(images uint8 (N, H, W, C)) -> {name: float} for the metric name(s) asked, in the order asked.
+
+    The first key is the value to minimise when choosing checkpoints, so pass a lower-is-better metric first
+    (every one but "is"); default_metric(dataset) is the usual choice. The feature network and the reference
+    statistics of `dataset`'s `split` are loaded here, or computed once and cached, not at every call.
+    """
+    names = [metric] if isinstance(metric, str) else list(metric)
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise common.RunError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}.")
+    cache_dir = cache_dir or default_cache_dir()
+    scorers = {}
+    for family in dict.fromkeys("classifier" if m.startswith("classifier") else "inception" for m in names):
+        if family == "classifier":
+            network, network_id = classifier_network(dataset, data_dir, image_size, channels, cache_dir)
+        else:
+            network, network_id = inception_network(cache_dir, inception)
+            if "is" in names and network(np.zeros((1, 8, 8, 3), np.uint8))[1] is None:
+                raise common.RunError("this Inception graph has no softmax layer, so it gives no Inception Score.")
+        path = os.path.join(cache_dir, "stats", f"{family}-{_key(dataset, data_dir, image_size, channels)}-{split}.npz")
+        reference = dict(np.load(path)) if os.path.isfile(path) else {}
+        if str(reference.get("network")) != network_id:  # missing, or made by another network (retrained)
+            print(f"computing {family} statistics of {dataset} ({split} split) once ...", file=sys.stderr)
+            feats, _ = _features(network, data.load_images(dataset, data_dir, image_size, channels, split),
+                                 batch_size)
+            mu, sigma = statistics(feats)
+            subset = feats[np.random.default_rng(0).permutation(len(feats))[:KID_FEATURES]]
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            reference = dict(mu=mu, sigma=sigma, features=subset, network=network_id)
+            np.savez(path + ".tmp.npz", **reference)
+            os.replace(path + ".tmp.npz", path)
+        scorers[family] = (network, reference)
+
+    def score(images):
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (image_size, image_size, channels) \
+                or len(images) < 2:
+            raise common.RunError(f"images are {images.dtype} {images.shape}, not uint8 (N >= 2, {image_size}, "
+                                  f"{image_size}, {channels}) as the reference statistics.")
+        values = {}
+        for family, (network, ref) in scorers.items():
+            feats, logits = _features(network, images, batch_size)
+            fd, kd = ("classifier_fd", "classifier_kid") if family == "classifier" else ("fid", "kid")
+            if fd in names:
+                values[fd] = frechet_distance(*statistics(feats), ref["mu"], ref["sigma"])
+            if kd in names:
+                values[kd] = kernel_inception_distance(feats, ref["features"])
+            if family == "inception" and "is" in names:
+                values["is"] = inception_score(logits)
+        return {m: values[m] for m in names}
+    return score
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def read_samples(path, num, seed, step, best):
+    """(images uint8 NHWC, config or None): generated from a run directory, or read from an .npz or a folder."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        generator, config, ckpt = common.load_generator(path, step, best)
+        print(f"scoring {num or 10_000} samples of {ckpt}", file=sys.stderr)
+        return common.generate_images(generator, num or 10_000, config["z_dim"], seed), config
+    if path.endswith(".npz") and os.path.isfile(path):
+        try:
+            with np.load(path) as f:
+                images = f["images"]
+        except (OSError, KeyError, ValueError) as e:
+            raise common.RunError(f"{path} is not an .npz with uint8 images under 'images' ({type(e).__name__}).")
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise common.RunError(f"{path} holds {images.dtype} {images.shape}, not uint8 (N, H, W, 1 or 3) images.")
+        return images[:num], None
+    if os.path.isdir(path):
+        from PIL import Image
+        first = min((os.path.join(root, f) for root, _, files in os.walk(path, followlinks=True) for f in files
+                     if f.lower().endswith(data.IMAGE_EXTENSIONS)), default=None)
+        if first is None:
+            raise common.RunError(f"{path} holds no .jpg/.jpeg/.png images.")
+        with Image.open(first) as image:
+            size, channels = min(image.size), 1 if image.mode in ("L", "I", "I;16", "1") else 3
+        return data.load_images("folder", path, size, channels, limit=num), None
+    raise common.RunError(f"{path} is neither a run directory, an .npz file nor a folder of images.")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("path", help="a run directory (samples are generated), an .npz with uint8 'images', or a folder of images")
+    add("--dataset", choices=data.DATASETS, default=None, help="reference dataset (default: the run's)")
+    add("--data_dir", default=None, help="where the dataset's files are (default: the run's, or the usual place)")
+    add("--metric", nargs="+", choices=METRICS, default=None,
+        help="what to compute (default: classifier_fd for fashion_mnist/mnist, fid otherwise)")
+    add("--num", type=int, default=None, help="samples to generate from a run (default 10000), or to read at most")
+    add("--seed", type=int, default=0, help="seeds the noise of generated samples")
+    add("--step", type=int, default=None, help="score the run's checkpoint at this step (default: the newest)")
+    add("--best", action="store_true", help="score the run's best checkpoint (ckpt_best/)")
+    add("--split", choices=("train", "test"), default="train", help="the reference split")
+    add("--cache_dir", default=None, help="where networks and statistics are cached (default $GAN_CACHE or "
+                                          "~/.cache/tf-gans)")
+    add("--inception", default=None, metavar="PATH",
+        help="a local inception-2015-12-05.tgz or its classify_image_graph_def.pb (for machines without internet)")
+    add("--batch_size", type=int, default=100, help="images per network call")
+    args = parser.parse_args(argv)
+    if args.num is not None and args.num < 2:
+        parser.error("--num must be at least 2")
+    images, config = read_samples(args.path, args.num, args.seed, args.step, args.best)
+    dataset = args.dataset or (config or {}).get("dataset")
+    if dataset is None:
+        raise common.RunError(f"{args.path} is not a run directory; say which dataset to compare with (--dataset).")
+    metric = args.metric or [default_metric(dataset)]
+    data_dir = args.data_dir or ((config or {}).get("data_dir") if dataset == (config or {}).get("dataset") else None)
+    score = make_scorer(metric, dataset, data_dir, images.shape[1], images.shape[3], args.cache_dir,
+                        args.inception, args.split, args.batch_size)
+    for name, value in score(images).items():
+        print(f"{name}: {value:.6g}")
+
+
+if __name__ == "__main__":
+    common.cli(main)

@@ -1,0 +1,340 @@
+"""Tests for metrics.py: the distances against closed forms, the Inception path on a small graph built here, the
+offline classifier on generated labelled data, and the command line. Nothing here can reach the network."""
+import gzip
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import common  # noqa: E402
+import data  # noqa: E402
+import metrics  # noqa: E402
+
+OFFLINE_ENV = {**os.environ, "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+               "no_proxy": "", "NO_PROXY": ""}  # any download attempt fails at once
+
+
+# ----------------------------------------------------------------------------------------- Fréchet distance
+def random_rotation(d, rng):
+    q, r = np.linalg.qr(rng.normal(size=(d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def test_frechet_distance_diagonal_closed_form():
+    rng = np.random.default_rng(0)
+    mu1, mu2, a, b = rng.normal(size=5), rng.normal(size=5), rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert metrics.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_frechet_distance_commuting_closed_form():
+    # S1 = Q diag(a) Q^T and S2 = Q diag(b) Q^T commute, so tr((S1 S2)^1/2) = sum sqrt(a b) although neither is
+    # diagonal; the formula is the diagonal one in the rotated basis.
+    rng = np.random.default_rng(1)
+    d = 64
+    q, a, b = random_rotation(d, rng), rng.uniform(0.01, 5, d), rng.uniform(0.01, 5, d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    got = metrics.frechet_distance(mu1, q @ np.diag(a) @ q.T, mu2, q @ np.diag(b) @ q.T)
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_general_case_against_scipy():
+    linalg = pytest.importorskip("scipy.linalg")  # scipy is not a dependency of the project, only a reference here
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(200, 20)), rng.normal(size=(300, 20)) @ rng.normal(size=(20, 20))
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    mu1, mu2 = x.mean(0), y.mean(0)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
+
+
+def test_frechet_distance_of_identical_and_rank_deficient_statistics():
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(10, 50))  # 10 samples in 50 dimensions: a singular covariance, as with few samples
+    mu, sigma = metrics.statistics(feats)
+    same = metrics.frechet_distance(mu, sigma, mu, sigma)
+    # sqrt() of round-off eigenvalues ~1e-15 of a singular matrix contributes ~1e-8 each: small, not zero.
+    assert np.isfinite(same) and abs(same) < 1e-5 * np.trace(sigma)
+    assert metrics.frechet_distance(mu, sigma, mu + 1.0, sigma) == pytest.approx(50.0, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------- KID
+def test_kid_near_zero_for_one_distribution_and_positive_for_a_shift():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(2000, 32)), rng.normal(size=(2000, 32))
+    same = metrics.kernel_inception_distance(x, y, num_subsets=20, subset_size=1000)
+    shifted = metrics.kernel_inception_distance(x, y + 0.5, num_subsets=20, subset_size=1000)
+    assert abs(same) < 2e-3
+    assert shifted > 0.05 and shifted > 50 * abs(same)
+
+
+def test_kid_is_unbiased_for_identical_sets_of_distinct_points():
+    # On one set against itself the unbiased estimator is negative (the diagonal is left out), never exactly 0:
+    # a biased V-statistic would give exactly 0 here.
+    x = np.random.default_rng(5).normal(size=(50, 8))
+    assert metrics.kernel_inception_distance(x, x, num_subsets=1, subset_size=50) < 0
+
+
+def test_inception_score_bounds():
+    confident = np.eye(10)[np.arange(1000) % 10] * 50.0  # sure of each image, all 10 classes equally often
+    assert metrics.inception_score(confident) == pytest.approx(10.0, rel=1e-6)
+    assert metrics.inception_score(np.zeros((1000, 10))) == pytest.approx(1.0)
+
+
+# -------------------------------------------------------------------------------------- Inception path
+FEATURE_DIM, CLASSES = 8, 5
+
+
+@pytest.fixture(scope="module")
+def toy_graph(tmp_path_factory):
+    """A GraphDef with the FID graph's interface and quirks: input 'ExpandDims:0' (float [0, 255], any size,
+    batch 1 in the file, after a JPEG decoder), BatchNormWithGlobalNormalization after the convolution (an op
+    removed in GraphDef version 9, so the file says version 3 like the original), output 'pool_3' [N, 1, 1, d],
+    and 'softmax/logits/MatMul' whose second input holds the softmax weights.
+    -> (path, params for toy_features, softmax weights)."""
+    rng = np.random.default_rng(6)
+    params = dict(kernel=rng.normal(size=(3, 3, 3, FEATURE_DIM)), mean=rng.normal(size=FEATURE_DIM),
+                  var=rng.uniform(0.5, 2, FEATURE_DIM), beta=rng.normal(size=FEATURE_DIM),
+                  gamma=rng.uniform(0.5, 2, FEATURE_DIM))
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    weights = rng.normal(size=(FEATURE_DIM, CLASSES)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        # As in the original: JPEG bytes -> DecodeJpeg -> Cast -> ExpandDims; metrics.py feeds ExpandDims:0.
+        jpeg = tf.io.decode_jpeg(tf.compat.v1.placeholder(tf.string, [], name="DecodeJpeg/contents"), 3)
+        x = tf.expand_dims(tf.cast(jpeg, tf.float32, name="Cast"), 0, name="ExpandDims")
+        x = tf.compat.v1.image.resize_bilinear(x, [16, 16]) / 128.0 - 1.0
+        x = tf.nn.conv2d(x, params["kernel"], 1, "SAME", name="conv")
+        bn_inputs = [tf.constant(params[k], name=f"conv/{k}") for k in ("mean", "var", "beta", "gamma")]
+        x = tf.nn.relu(tf.identity(x, name="conv/batchnorm"))  # becomes the old batch norm op below
+        pool = tf.reduce_mean(x, [1, 2], keepdims=True, name="pool_3")
+        flat = tf.reshape(pool, [1, FEATURE_DIM], name="pool_3/_reshape")
+        tf.matmul(flat, tf.constant(weights, name="softmax/weights"), name="softmax/logits/MatMul")
+    graph_def = graph.as_graph_def()
+    graph_def.versions.producer = 3
+    bn = next(node for node in graph_def.node if node.name == "conv/batchnorm")
+    bn.op = "BatchNormWithGlobalNormalization"
+    bn.input.extend(t.op.name for t in bn_inputs)
+    bn.attr["variance_epsilon"].f = 1e-3
+    bn.attr["scale_after_normalization"].b = True
+    path = tmp_path_factory.mktemp("inception") / "classify_image_graph_def.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    return str(path), params, weights
+
+
+def toy_features(images, p):
+    x = tf.cast(tf.tile(images, [1, 1, 1, 3]) if images.shape[-1] == 1 else images, tf.float32)
+    x = tf.nn.conv2d(tf.compat.v1.image.resize_bilinear(x, [16, 16]) / 128.0 - 1.0, p["kernel"], 1, "SAME")
+    x = (x - p["mean"]) / np.sqrt(p["var"] + 1e-3) * p["gamma"] + p["beta"]
+    return tf.reduce_mean(tf.nn.relu(x), [1, 2]).numpy()
+
+
+def test_inception_features_and_logits_of_a_batch(toy_graph):
+    path, params, weights = toy_graph
+    features, _ = metrics.inception_network(inception=path)
+    images = np.random.default_rng(7).integers(0, 256, (6, 12, 12, 1), dtype=np.uint8)  # gray: tiled to RGB
+    pool3, logits = features(images)
+    np.testing.assert_allclose(pool3, toy_features(images, params), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits, pool3 @ weights, rtol=1e-4, atol=1e-5)
+
+
+def make_archive(tmp_path, pb_path):
+    archive = tmp_path / "inception-2015-12-05.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(pb_path, arcname="classify_image_graph_def.pb")
+    return archive
+
+
+def pin(monkeypatch, archive):
+    monkeypatch.setattr(metrics, "INCEPTION_BYTES", archive.stat().st_size)
+    monkeypatch.setattr(metrics, "INCEPTION_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
+
+
+def test_an_archive_is_checked_against_the_pinned_size_and_hash(toy_graph, tmp_path, monkeypatch):
+    archive = make_archive(tmp_path, toy_graph[0])
+    with pytest.raises(common.RunError, match="not the 88931400 bytes|bytes, not the"):
+        metrics.inception_network(inception=str(archive))  # the real archive's size: this one is refused
+    pin(monkeypatch, archive)
+    features, _ = metrics.inception_network(inception=str(archive))
+    assert features(np.zeros((2, 8, 8, 3), np.uint8))[0].shape == (2, FEATURE_DIM)
+    monkeypatch.setattr(metrics, "INCEPTION_SHA256", "0" * 64)
+    with pytest.raises(common.RunError, match="SHA-256"):
+        metrics.inception_network(inception=str(archive))
+
+
+def test_the_archive_is_downloaded_once_into_the_cache(toy_graph, tmp_path, monkeypatch):
+    archive = make_archive(tmp_path, toy_graph[0])
+    pin(monkeypatch, archive)
+    monkeypatch.setattr(metrics, "INCEPTION_URL", archive.as_uri())  # file:// - urllib's download path, offline
+    cache = tmp_path / "cache"
+    metrics.inception_network(cache_dir=str(cache))
+    assert (cache / archive.name).read_bytes() == archive.read_bytes()
+    archive.unlink()  # the second call must not download again
+    metrics.inception_network(cache_dir=str(cache))
+
+
+def test_offline_without_a_copy_refuses_in_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "INCEPTION_URL", (tmp_path / "missing" / "inception-2015-12-05.tgz").as_uri())
+    with pytest.raises(common.RunError, match="--inception") as e:
+        metrics.make_scorer("fid", "fashion_mnist", cache_dir=str(tmp_path / "cache"))
+    assert str(e.value).count(". ") == 0 and "\n" not in str(e.value)
+    assert not list((tmp_path / "cache").iterdir())  # no partial download left behind
+
+
+def test_inception_scorer_end_to_end(toy_graph, tiny_fashion, tmp_path):
+    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception=toy_graph[0])
+    score = metrics.make_scorer(["fid", "kid", "is"], "fashion_mnist", **kw)
+    assert list(score(np.zeros((4, 16, 16, 1), np.uint8))) == ["fid", "kid", "is"]
+    real = data.load_images("fashion_mnist", tiny_fashion, 16, 1)
+    values = score(real)  # the reference images themselves: the same statistics
+    assert abs(values["fid"]) < 1e-6 and values["is"] >= 1.0
+    noise = np.random.default_rng(8).integers(0, 256, real.shape, dtype=np.uint8)
+    assert score(noise)["fid"] > 1e-3 and score(noise)["kid"] > values["kid"]
+    with pytest.raises(common.RunError, match="uint8"):
+        score(real[:, :8, :8])
+    assert len(os.listdir(tmp_path / "stats")) == 1  # the reference statistics are cached ...
+    stats = next((tmp_path / "stats").iterdir())
+    mtime = stats.stat().st_mtime_ns
+    metrics.make_scorer("fid", "fashion_mnist", **kw)
+    assert stats.stat().st_mtime_ns == mtime  # ... and reused
+
+
+# ---------------------------------------------------------------------------------------- offline classifier
+def write_idx(path, array, magic):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A (Fashion-)MNIST-format folder, images and labels: class k is a bright bar in the k-th of 10 positions."""
+    d = tmp_path_factory.mktemp("labelled")
+    rng = np.random.default_rng(9)
+    for split, n in (("train", 600), ("t10k", 200)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            if k < 5:
+                images[i, 2 + 5 * k:5 + 5 * k, 4:24] = 230
+            else:
+                images[i, 4:24, 2 + 5 * (k - 5):5 + 5 * (k - 5)] = 230
+        write_idx(d / f"{split}-images-idx3-ubyte.gz", images, 0x803)
+        write_idx(d / f"{split}-labels-idx1-ubyte.gz", labels, 0x801)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def trained_cache(labelled, tmp_path_factory):
+    """A cache holding a classifier trained for 2 epochs on `labelled`, and its reference statistics."""
+    cache = str(tmp_path_factory.mktemp("cache"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(metrics, "CLASSIFIER_EPOCHS", 2)
+        metrics.make_scorer(["classifier_fd", "classifier_kid"], "mnist", labelled, cache_dir=cache)
+    return cache
+
+
+def test_classifier_is_trained_once_then_loaded(labelled, trained_cache, monkeypatch):
+    files = sorted(os.listdir(os.path.join(trained_cache, "classifier")))
+    assert [f.split("-")[-1] for f in files] == ["1ch.json", "1ch.weights.h5"]
+    with open(os.path.join(trained_cache, "classifier", files[0])) as f:
+        info = json.load(f)
+    assert info["epochs"] == 2 and 0.0 <= info["test_accuracy"] <= 1.0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached classifier should have been loaded")
+    monkeypatch.setattr(metrics, "train_classifier", no_training)
+    score = metrics.make_scorer(["classifier_fd", "classifier_kid"], "mnist", labelled, cache_dir=trained_cache)
+    test = data.load_images("mnist", labelled, 32, 1, split="test")
+    noise = np.random.default_rng(10).permutation(test.reshape(-1)).reshape(test.shape)  # same pixels, shuffled
+    good, bad = score(test), score(noise)
+    assert list(good) == ["classifier_fd", "classifier_kid"]
+    assert good["classifier_fd"] < bad["classifier_fd"] / 5 and good["classifier_kid"] < bad["classifier_kid"]
+
+
+def test_classifier_metrics_need_a_labelled_dataset(tmp_path):
+    with pytest.raises(common.RunError, match="fid"):
+        metrics.make_scorer("classifier_fd", "cifar10", cache_dir=str(tmp_path))
+    with pytest.raises(common.RunError, match="unknown metric"):
+        metrics.make_scorer("fid_classifier", "mnist", cache_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_classifier_accuracy_on_fashion_mnist(tmp_path):
+    if not os.path.isdir(data.DEBIAN_FASHION_MNIST):
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    start = time.perf_counter()
+    path = os.path.join(tmp_path, "classifier.weights.h5")
+    _, info = metrics.train_classifier("fashion_mnist", None, 32, 1, path)
+    print(f"classifier: test accuracy {info['test_accuracy']:.4f} in {time.perf_counter() - start:.0f} s")
+    assert info["test_accuracy"] >= 0.90
+
+
+# ------------------------------------------------------------------------------------------- command line
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), *args], capture_output=True,
+                          text=True, env=env or OFFLINE_ENV, cwd=ROOT, timeout=300)
+
+
+def test_cli_scores_an_npz_and_a_png_folder_alike(labelled, trained_cache, tmp_path):
+    images = data.load_images("mnist", labelled, 32, 1, split="test")[:50]
+    np.savez(tmp_path / "fake.npz", images=images)
+    for i, image in enumerate(images):
+        data.save_image(image, str(tmp_path / "png" / f"{i:06d}.png"))
+    outputs = []
+    for source in (tmp_path / "fake.npz", tmp_path / "png"):
+        result = run_cli(str(source), "--dataset", "mnist", "--data_dir", labelled, "--cache_dir", trained_cache,
+                         "--metric", "classifier_fd", "classifier_kid")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert [line.split(": ")[0] for line in lines] == ["classifier_fd", "classifier_kid"]
+        outputs.append([float(line.split(": ")[1]) for line in lines])
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4)  # PNG round trip is lossless
+
+
+def test_cli_fid_offline_without_the_graph_exits_2_in_one_sentence(tmp_path):
+    np.savez(tmp_path / "fake.npz", images=np.zeros((10, 32, 32, 1), np.uint8))
+    result = run_cli(str(tmp_path / "fake.npz"), "--dataset", "fashion_mnist", "--metric", "fid",
+                     "--cache_dir", str(tmp_path / "cache"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    message = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(message) == 1 and "--inception" in message[0], result.stderr
+
+
+def test_cli_refuses_bad_inputs_in_one_sentence(tmp_path):
+    np.savez(tmp_path / "floats.npz", images=np.zeros((10, 32, 32, 1), np.float32))
+    np.savez(tmp_path / "fake.npz", images=np.zeros((10, 32, 32, 1), np.uint8))
+    for args in ((str(tmp_path / "floats.npz"), "--dataset", "mnist"), (str(tmp_path / "nothing_here"),),
+                 (str(tmp_path / "fake.npz"),)):  # float images, no such path, no --dataset for a file
+        result = run_cli(*args, "--cache_dir", str(tmp_path / "cache"))
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: ") or "\nerror: " in result.stderr, result.stderr
+
+
+def test_cli_scores_a_run_directory(labelled, trained_cache, tmp_path):
+    import ops  # the run directory is made here: one checkpoint of a small generator, as the scripts save it
+    run_dir = tmp_path / "dcgan-mnist-test"
+    run_dir.mkdir()
+    config = dict(variant="dcgan", dataset="mnist", data_dir=labelled, image_size=32, channels=1, z_dim=16, width=8,
+                  seed=0)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    generator = ops.make_generator(32, 1, 16, 8)
+    tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator), str(run_dir / "ckpt"), 1,
+                               checkpoint_name="ckpt").save(checkpoint_number=10)
+    result = run_cli(str(run_dir), "--num", "64", "--cache_dir", trained_cache)  # dataset and metric: the run's
+    assert result.returncode == 0, result.stderr
+    name, value = result.stdout.strip().split(": ")
+    assert name == "classifier_fd" and float(value) > 0
+    result = run_cli(str(run_dir), "--best", "--cache_dir", trained_cache)
+    assert result.returncode == 2 and "best checkpoint" in result.stderr and "Traceback" not in result.stderr
