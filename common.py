@@ -81,8 +81,9 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
     add("--eval_every", type=int, default=0,
         help="score the generator every N steps (0 = never) and keep the best checkpoint in ckpt_best/")
     add("--eval_samples", type=int, default=10000, help="generated images per evaluation")
-    add("--metric", default=None,
-        help="what --eval_every computes (see metrics.py): classifier_fd for fashion_mnist/mnist, else fid")
+    # Lower-is-better metrics of metrics.py only (the Inception Score is higher-is-better, so it cannot pick a best).
+    add("--metric", default=None, choices=("classifier_fd", "classifier_kid", "fid", "kid"),
+        help="what --eval_every computes (see metrics.py); default classifier_fd for fashion_mnist/mnist, else fid")
 
 
 def parse_args(parser, variant, argv=None):

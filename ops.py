@@ -7,7 +7,8 @@ no pooling, no hidden fully connected layers, weights N(0, 0.02), BatchNorm gamm
 
 Both networks scale with the image size: the spatial size halves (critic) or doubles (generator) between a
 small base (4x4 for 32/64/128, 7x7 for 28) and the image, and the channel count doubles with every halving, so
-`width` 64 gives the paper's 1024-512-256-128 generator at 64x64 and the familiar 256-128-64 one at 32x32.
+`width` 64 gives pytorch/examples' 512-256-128-64 generator at 64x64 (the paper's 1024-512-256-128 is width 128)
+and the familiar 256-128-64 one at 32x32.
 
 The critic's normalisation is a choice because the variants need different ones: DCGAN and WGAN use BatchNorm,
 WGAN-GP must not (its penalty is per sample, and BatchNorm couples the samples of a batch; Gulrajani et al. 2017,

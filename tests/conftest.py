@@ -22,12 +22,15 @@ def write_idx_images(path, images):
 
 @pytest.fixture(scope="session")
 def tiny_fashion(tmp_path_factory):
-    """A Fashion-MNIST-format --data_dir with 96 train / 32 test images of 28x28 blobs."""
+    """A Fashion-MNIST-format --data_dir with 96 train / 32 test images of 28x28 blobs, and labels (blob size)."""
     d = str(tmp_path_factory.mktemp("tiny_fashion"))
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:28, :28]
-    for name, n in (("train-images-idx3-ubyte.gz", 96), ("t10k-images-idx3-ubyte.gz", 32)):
+    for split, n in (("train", 96), ("t10k", 32)):
         cy, cx, r = rng.uniform(8, 20, n), rng.uniform(8, 20, n), rng.uniform(3, 8, n)
         blobs = ((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2 < r[:, None, None] ** 2) * 255
-        write_idx_images(os.path.join(d, name), blobs.astype(np.uint8))
+        write_idx_images(os.path.join(d, f"{split}-images-idx3-ubyte.gz"), blobs.astype(np.uint8))
+        labels = np.minimum((r - 3) * 2, 9).astype(np.uint8)
+        with gzip.open(os.path.join(d, f"{split}-labels-idx1-ubyte.gz"), "wb") as f:
+            f.write(struct.pack(">II", 0x00000801, n) + labels.tobytes())
     return d

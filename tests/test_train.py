@@ -12,6 +12,7 @@ import tensorflow as tf
 import common
 import dcgan
 import ops
+import sample
 import wgan
 import wgan_gp
 
@@ -251,6 +252,10 @@ def test_script_end_to_end(name, tiny_fashion, tmp_path):
     assert all(np.isfinite(v) for r in rows for v in r.values())
     expected = {"dcgan": "d_real", "wgan": "clipped_share", "wgan_gp": "gradient_penalty"}[name]
     assert {"critic_loss", "generator_loss", "steps_per_sec", expected} <= rows[-1].keys()
+    # sample.py on the fresh run: the generator rebuilt from config.json, in inference mode, with the run's seed
+    # redraws the run's own last grid pixel for pixel.
+    out = sample.main([str(run_dir), "--seed", "0", "--out", str(tmp_path / "grid.png")])
+    assert (tmp_path / "grid.png").read_bytes() == (run_dir / "samples" / "step_000004.png").read_bytes(), out
 
 
 def _run_in_process(module, argv):
@@ -275,6 +280,16 @@ def test_stopped_and_resumed_run_equals_straight_run(name, tiny_fashion, tmp_pat
     drop = ("steps_per_sec", "images_per_sec")
     last = [{k: v for k, v in read_metrics(tmp_path / d)[-1].items() if k not in drop} for d in ("straight", "split")]
     assert last[0] == last[1] and last[0]["step"] == 7
+
+
+def test_deterministic_runs_repeat_bit_for_bit(tiny_fashion, tmp_path):
+    argv = ["--data_dir", tiny_fashion, *TINY, "--deterministic", "--steps", "3", "--n_critic", "2"]
+    for name in ("a", "b"):
+        wgan_gp.main(argv + ["--out_dir", str(tmp_path / name)])
+    a, b = (checkpoint_values(str(tmp_path / name / "ckpt" / "ckpt-3")) for name in "ab")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a" / "samples" / "step_000003.png").read_bytes() == \
+        (tmp_path / "b" / "samples" / "step_000003.png").read_bytes()
 
 
 def test_resume_refuses_conflicting_flags_and_other_variants(tiny_fashion, tmp_path):
@@ -311,3 +326,33 @@ def test_checkpoint_from_another_size_is_refused(tiny_fashion, tmp_path):
     proc = run_script("wgan_gp.py", "--resume", run_dir, "--steps", 2, check=False)
     assert proc.returncode == 2 and "does not fit" in proc.stderr and "Traceback" not in proc.stderr
     assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith("ckpt-1")
+
+
+def test_best_checkpoint_selection(tmp_path):
+    value = tf.Variable(0.0)
+    ckpt = common.Checkpoints(str(tmp_path), 3, value=value)
+    kept = []
+    for step, score in [(1, 5.0), (2, 3.0), (3, 4.0), (4, float("nan")), (5, 2.5), (6, 2.5), (7, 9.0)]:
+        value.assign(float(step))
+        kept.append(ckpt.save_if_best(step, score))
+        ckpt.save(step)
+    assert kept == [True, True, False, False, True, False, False]  # lower is better; NaN and ties never win
+    assert common.checkpoint_path(str(tmp_path), best=True).endswith("ckpt-5")
+    assert len([f for f in os.listdir(tmp_path / "ckpt_best") if f.endswith(".index")]) == 1
+    # The best score travels with the rolling checkpoints: a resumed run still knows 2.5 is the one to beat.
+    again = common.Checkpoints(str(tmp_path), 3, value=tf.Variable(0.0))
+    again.restore_latest()
+    assert float(again.best_score) == 2.5 and not again.save_if_best(8, 2.7) and again.save_if_best(8, 2.0)
+
+
+def test_eval_every_logs_scores_and_keeps_the_best_checkpoint(tiny_fashion, tmp_path, monkeypatch):
+    monkeypatch.setenv("GAN_CACHE", str(tmp_path / "cache"))  # the offline classifier is trained here, once
+    run_dir = tmp_path / "run"
+    dcgan.main(["--data_dir", tiny_fashion, *TINY, "--steps", "4", "--eval_every", "2", "--eval_samples", "32",
+                "--out_dir", str(run_dir)])
+    scores = {r["step"]: r["eval/classifier_fd"] for r in read_metrics(run_dir) if "eval/classifier_fd" in r}
+    assert sorted(scores) == [2, 4] and all(np.isfinite(v) and v >= 0 for v in scores.values())
+    best_step = min(scores, key=scores.get)
+    assert common.checkpoint_path(str(run_dir), best=True).endswith(f"ckpt-{best_step}")
+    out = sample.main([str(run_dir), "--best", "--out", str(tmp_path / "best.png")])
+    assert os.path.getsize(out) > 0
