@@ -293,13 +293,13 @@ def load_generator(run_dir, step=None, best=False):
 class Logger:
     """Progress bar with the current losses, TensorBoard scalars and images, and metrics.jsonl."""
 
-    def __init__(self, run_dir, total_steps, start_step, batch_size, every):
+    def __init__(self, run_dir, total_steps, start_step, every):
         from tqdm import tqdm
         self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs"))
         self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                         disable=None)  # None: a bar only on a terminal
-        self.batch_size, self.every = batch_size, every
+        self.every = every
         self.last_step, self.last_time = start_step, time.perf_counter()
 
     def step(self, step, metrics, images_per_step):

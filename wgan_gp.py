@@ -140,12 +140,12 @@ def main(argv=None):
         print(f"resumed from {ckpt.restore_latest()} at step {int(step)}")
     dataset = data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size,
                                 seed=args.seed, start_batch=int(batches))  # continues the data order exactly
-    common.save_config(run_dir, config)
+    evaluate = common.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
+    common.save_config(run_dir, config)  # only now: bad data or an unavailable metric leave no run behind
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     train_step = make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng)
     noise = common.fixed_noise(args.seed, args.z_dim)
-    evaluate = common.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
-    log = common.Logger(run_dir, args.steps, int(step), args.batch_size, args.log_every)
+    log = common.Logger(run_dir, args.steps, int(step), args.log_every)
     print(f"{VARIANT}: generator {ops.count_params(generator):,} and critic {ops.count_params(critic):,} parameters; "
           f"run directory {run_dir}")
     stop = common.StopRequest()  # Ctrl-C ends the loop between steps, so the checkpoint below is exact
@@ -168,6 +168,7 @@ def main(argv=None):
         stop.close()
         log.close()
     print(f"{'stopped' if stop.requested else 'finished'} at step {int(step)}; checkpoint in {run_dir}/ckpt")
+
 
 if __name__ == "__main__":
     common.cli(main)
