@@ -99,7 +99,7 @@ def test_clip_weights_covers_every_critic_variable_and_no_generator_variable():
     generator = ops.make_generator(28, 1, z_dim=4, width=8)
     for v in critic.trainable_variables + generator.trainable_variables:
         v.assign(tf.fill(v.shape, 2.0))
-    moving = [v for v in critic.non_trainable_variables]
+    moving = list(critic.non_trainable_variables)
     wgan.clip_weights(critic.trainable_variables, 0.1)
     names = [v.path for v in critic.trainable_variables]
     assert any("batch_normalization" in n and "gamma" in n for n in names)  # BN parameters are included
@@ -258,10 +258,6 @@ def test_script_end_to_end(name, tiny_fashion, tmp_path):
     assert (tmp_path / "grid.png").read_bytes() == (run_dir / "samples" / "step_000004.png").read_bytes(), out
 
 
-def _run_in_process(module, argv):
-    module.main(argv)
-
-
 @pytest.mark.parametrize("name", ["wgan", "dcgan", "wgan_gp"])
 def test_stopped_and_resumed_run_equals_straight_run(name, tiny_fashion, tmp_path):
     module = SCRIPTS[name]
@@ -269,9 +265,9 @@ def test_stopped_and_resumed_run_equals_straight_run(name, tiny_fashion, tmp_pat
     base = [str(a) for a in base]
     # 7 generator steps at batch 16 pass the 96-image epoch boundary (6 batches) for every variant; WGAN's stay
     # inside its 100-iteration critic warm-up, whose position must survive the resume.
-    _run_in_process(module, base + ["--steps", "7", "--out_dir", str(tmp_path / "straight")])
-    _run_in_process(module, base + ["--steps", "3", "--out_dir", str(tmp_path / "split")])
-    _run_in_process(module, ["--resume", str(tmp_path / "split"), "--steps", "7"])
+    module.main(base + ["--steps", "7", "--out_dir", str(tmp_path / "straight")])
+    module.main(base + ["--steps", "3", "--out_dir", str(tmp_path / "split")])
+    module.main(["--resume", str(tmp_path / "split"), "--steps", "7"])
     straight = checkpoint_values(str(tmp_path / "straight" / "ckpt" / "ckpt-7"))
     resumed = checkpoint_values(str(tmp_path / "split" / "ckpt" / "ckpt-7"))
     assert straight.keys() == resumed.keys() and len(straight) > 20
