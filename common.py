@@ -62,8 +62,10 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
     add("--channels", type=int, default=1, choices=(1, 3), help="1 = grayscale, 3 = RGB (converted as needed)")
     add("--batch_size", type=int, default=batch_size, help="global batch size (split across devices)")
     add("--steps", type=int, default=steps,
-        help="total generator steps of the run (a resumed run stops at the same total)")
-    add("--z_dim", type=int, default=100, help="size of the Gaussian noise vector z")
+        help="total generator steps of the run (a resumed run stops at the same total); the default is this "
+             "project's choice for Fashion-MNIST, the papers train CIFAR/LSUN for 100k-200k steps")
+    add("--z_dim", type=int, default=100,
+        help="size of the noise vector z ~ N(0, I) (the DCGAN paper drew U[-1, 1]; Gaussian as in most later code)")
     add("--width", type=int, default=64,
         help="channels of the critic's first / generator's last hidden layer; doubles with every halving")
     add("--norm", default=norm, choices=norms, help="normalisation in the critic's hidden layers")
