@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -391,9 +392,14 @@ class StopRequest:
             signal.signal(s, handler)
 
 
+_INFERENCE = weakref.WeakKeyDictionary()  # generator -> its traced inference function, reused across calls
+
+
 def generate(generator, z, batch_size=500):
     """uint8 images [N, H, W, C] for z [N, z_dim], in batches, BatchNorm in inference mode (moving statistics)."""
-    run = tf.function(lambda z: generator(z, training=False))
+    if generator not in _INFERENCE:  # trace once per generator, not at every --eval_every evaluation
+        _INFERENCE[generator] = tf.function(lambda z: generator(z, training=False))
+    run = _INFERENCE[generator]
     if len(z) == 0:
         return np.zeros((0, *generator.output_shape[1:]), np.uint8)
     return np.concatenate([data.to_uint8(run(z[i:i + batch_size])) for i in range(0, len(z), batch_size)])
