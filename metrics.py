@@ -18,9 +18,11 @@ Which number to quote: Inception `fid` of 10,000 (or 50,000) samples against the
 statistics, saying the count: FID is biased and falls as the sample count grows, so only equal counts compare.
 KID is unbiased (Binkowski et al. 2018, mean of 100 subsets of 1,000). IS is higher-is-better and needs 50,000
 samples to match papers. Every other metric is lower-is-better. The cache (--cache_dir, default $GAN_CACHE or
-~/.cache/tf-gans) holds the Inception archive, the classifier and the reference statistics.
+~/.cache/tf-gans) holds the Inception archive, the classifier and the reference statistics; runs may share it,
+also at the same time. During training, Evaluator scores --eval_samples images every --eval_every steps.
 """
 import argparse
+import contextlib
 import gzip
 import hashlib
 import json
@@ -30,6 +32,8 @@ import sys
 import tarfile
 import time
 import urllib.request
+import uuid
+import zipfile
 
 import keras
 import numpy as np
@@ -56,6 +60,32 @@ def default_cache_dir():
     return os.environ.get("GAN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tf-gans")
 
 
+@contextlib.contextmanager
+def _cache_file(path, suffix=""):
+    """Yields a temporary path beside the cache entry `path`, unique to this call, that replaces `path` once the
+    body has written it and is removed if the body fails.
+
+    Two runs filling the same entry at once (two trainings evaluating, say) each write their own file and the
+    last rename wins: the two are the same archive, or carry the id of the network they belong to, which
+    make_scorer checks. The body creates the file, so it gets the umask's mode (mkstemp's 0600 would survive the
+    rename in a shared cache); `suffix` keeps the ending a writer insists on (Keras: .weights.h5).
+    """
+    directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def _cache_error(path, e):
+    return common.RunError(f"cannot write {path} ({e.strerror or e}); free some space or set $GAN_CACHE "
+                           "(metrics.py: --cache_dir) to a writable folder.")
+
+
 # ------------------------------------------------------------------------------------------------ the distances
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2) between N(mu1, S1) and N(mu2, S2), in float64.
@@ -77,7 +107,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
 
 
 def kernel_inception_distance(feats1, feats2, num_subsets=100, subset_size=1000, seed=0):
-    """Unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3 (Binkowski et al. 2018), averaged over subsets."""
+    """Unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3 (Binkowski et al. 2018), averaged over subsets.
+
+    With fewer than `subset_size` vectors on a side the subsets shrink to the smaller side, as in clean-fid's
+    kernel_distance: the estimate stays unbiased, only noisier. It needs 2 vectors on each side.
+    """
     f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
     m = min(subset_size, len(f1), len(f2))
     if m < 2:
@@ -114,23 +148,17 @@ def _inception_archive(cache_dir):
     """Path of the checked inception-2015-12-05.tgz in the cache, downloading it once."""
     path = os.path.join(cache_dir, os.path.basename(INCEPTION_URL))
     if not os.path.isfile(path):
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.part"
         print(f"downloading the FID Inception graph from {INCEPTION_URL} ...", file=sys.stderr)
         try:
-            with urllib.request.urlopen(INCEPTION_URL, timeout=60) as response, open(tmp, "wb") as f:
-                shutil.copyfileobj(response, f, 1 << 20)
-            digest = _check_archive(tmp)
-        except (OSError, common.RunError) as e:  # URLError, timeouts and refused connections are OSErrors
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            if isinstance(e, common.RunError):
-                raise
+            with _cache_file(path) as tmp:  # checked before it takes the archive's name
+                with urllib.request.urlopen(INCEPTION_URL, timeout=60) as response, open(tmp, "xb") as f:
+                    shutil.copyfileobj(response, f, 1 << 20)
+                digest = _check_archive(tmp)
+        except OSError as e:  # URLError, timeouts and refused connections are OSErrors
             raise common.RunError(
                 f"the FID Inception network is not in {cache_dir} and could not be downloaded "
                 f"({getattr(e, 'reason', e)}); download {INCEPTION_URL} on a machine with internet and pass "
                 f"--inception PATH_TO_THE_TGZ, or copy it into {cache_dir}.") from None
-        os.replace(tmp, path)
         if not INCEPTION_SHA256:
             print(f"its SHA-256 is {digest} (metrics.INCEPTION_SHA256 pins none yet)", file=sys.stderr)
     return path
@@ -305,11 +333,13 @@ def train_classifier(dataset, data_dir, image_size, channels, path, seed=0, epoc
     accuracy = float(model.evaluate(x_test, y_test, batch_size=500, verbose=0)[1])
     info = dict(dataset=dataset, image_size=image_size, channels=channels, seed=seed, epochs=epochs,
                 test_accuracy=accuracy, train_seconds=round(time.perf_counter() - start, 1))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path.replace(".weights.h5", ".json"), "w") as f:
-        json.dump(info, f, indent=2)
-    model.save_weights(path + ".tmp.weights.h5")
-    os.replace(path + ".tmp.weights.h5", path)  # the weights last and atomically: they mark the cache complete
+    try:
+        with _cache_file(path.replace(".weights.h5", ".json")) as tmp, open(tmp, "x") as f:
+            json.dump(info, f, indent=2)
+        with _cache_file(path, suffix=".weights.h5") as tmp:  # the weights last: they mark the entry complete
+            model.save_weights(tmp)
+    except OSError as e:
+        raise _cache_error(path, e) from None
     print(f"trained the offline classifier on {dataset} in {info['train_seconds']:.0f} s: test accuracy "
           f"{accuracy:.2%} ({path})", file=sys.stderr)
     return model, info
@@ -331,16 +361,31 @@ def classifier_network(dataset, data_dir=None, image_size=32, channels=1, cache_
                                   "train it again.") from None
     else:
         model, _ = train_classifier(dataset, data_dir, image_size, channels, path)
-    with open(path, "rb") as f:
-        weights_id = hashlib.sha256(f.read()).hexdigest()[:16]
     extract = tf.function(keras.Model(model.input, model.get_layer("features").output))
-    return lambda images: (extract(tf.constant(images), training=False).numpy(), None), weights_id
+    return lambda images: (extract(tf.constant(images), training=False).numpy(), None), _weights_id(model)
+
+
+def _weights_id(model):
+    """The id of the weights in memory, not of the file: a run training at the same time may have replaced it."""
+    digest = hashlib.sha256()
+    for w in model.weights:
+        digest.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return digest.hexdigest()[:16]
 
 
 # -------------------------------------------------------------------------------------------------- scoring
 def _key(dataset, data_dir, image_size, channels):
     where = f"-{hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:8]}" if data_dir else ""
     return f"{dataset}{where}-{image_size}px-{channels}ch"
+
+
+def _read_statistics(path):
+    """The cached reference statistics at `path`, or {} if there are none or they cannot be read (recomputed)."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in ("mu", "sigma", "features", "network")}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):  # OSError: also a missing file
+        return {}
 
 
 def _features(network, images, batch_size):
@@ -371,17 +416,19 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
             if "is" in names and network(np.zeros((1, 8, 8, 3), np.uint8))[1] is None:
                 raise common.RunError("this Inception graph has no softmax layer, so it gives no Inception Score.")
         path = os.path.join(cache_dir, "stats", f"{family}-{_key(dataset, data_dir, image_size, channels)}-{split}.npz")
-        reference = dict(np.load(path)) if os.path.isfile(path) else {}
+        reference = _read_statistics(path)
         if str(reference.get("network")) != network_id:  # missing, or made by another network (retrained)
             print(f"computing {family} statistics of {dataset} ({split} split) once ...", file=sys.stderr)
             feats, _ = _features(network, data.load_images(dataset, data_dir, image_size, channels, split),
                                  batch_size)
             mu, sigma = statistics(feats)
             subset = feats[np.random.default_rng(0).permutation(len(feats))[:KID_FEATURES]]
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             reference = dict(mu=mu, sigma=sigma, features=subset, network=network_id)
-            np.savez(path + ".tmp.npz", **reference)
-            os.replace(path + ".tmp.npz", path)
+            try:
+                with _cache_file(path) as tmp, open(tmp, "xb") as f:
+                    np.savez(f, **reference)
+            except OSError as e:
+                raise _cache_error(path, e) from None
         scorers[family] = (network, reference)
 
     def score(images):
@@ -402,6 +449,50 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
                 values["is"] = inception_score(logits)
         return {m: values[m] for m in names}
     return score
+
+
+# ---------------------------------------------------------------------------------- evaluation during training
+MIN_SAMPLES = 2  # score() refuses fewer: a covariance (FD) and KID's within-set means need two; IS is not minimised
+
+
+def check_eval_args(eval_samples, metric=None):
+    """Refuse, before a run writes anything, what would otherwise fail at its first evaluation.
+
+    `metric` is a name, a list of names, or None (the dataset's default). Every metric needs 2 images: FD a
+    covariance, KID its unbiased within-set means (its subsets of 1,000 shrink to the sample count, as in
+    clean-fid). Fewer images than feature dimensions (128 classifier, 2048 Inception) still give a number, a
+    more biased one; only equal counts compare.
+    """
+    names = [] if metric is None else [metric] if isinstance(metric, str) else list(metric)
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise common.RunError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}.")
+    if eval_samples < MIN_SAMPLES:
+        what = "/".join(names) or "the metric"
+        raise common.RunError(f"--eval_samples {eval_samples} is too few for {what}, which needs at least "
+                              f"{MIN_SAMPLES} images; use 10000 to compare with published numbers.")
+
+
+class Evaluator:
+    """--eval_every: score --eval_samples generated images and log the scores (see make_scorer).
+
+    Built before the run directory is written, so that a bad flag, missing labels or an unreachable Inception
+    graph stop the run before it starts; the classifier or the reference statistics are computed here once.
+    """
+
+    def __init__(self, args):
+        check_eval_args(args.eval_samples, args.metric)
+        self.metric = args.metric or default_metric(args.dataset)
+        self.scorer = make_scorer(self.metric, args.dataset, args.data_dir, args.image_size, args.channels)
+        # Not the run's seed: the fixed sample grid uses that noise, and evaluation should see other images.
+        self.n, self.z_dim, self.seed = args.eval_samples, args.z_dim, args.seed + 1
+
+    def __call__(self, generator, step, logger):
+        """Score the generator; log eval/<metric> scalars and one line; return the score to minimise."""
+        scores = self.scorer(common.generate_images(generator, self.n, self.z_dim, self.seed))
+        logger.scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+        logger.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        return next(iter(scores.values()))
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

@@ -10,6 +10,10 @@ or from --step / --best. It always runs in inference mode, so BatchNorm uses its
     python sample.py RUN --num 1000 --out fake_png                      # a folder 000000.png, 000001.png, ...
     python sample.py RUN --interpolate 8                                # 8 slerp walks of 10 images, one per row
     python sample.py RUN --interpolate 4 --interp lerp --interp_steps 16 --gif   # the walks as an animated GIF
+    python sample.py RUN --rows 4 --cols 8 --scale 3 --out grid.png     # every pixel a 3x3 block, for a README
+
+--scale N enlarges every written picture (grids, single PNGs, GIF frames) N times by repeating pixels, so 32-pixel
+tiles can be shown large without resampling blur; the .npz keeps the generator's own size, for metric tools.
 """
 import argparse
 import contextlib
@@ -46,12 +50,15 @@ def parse_args(argv=None):
         help="path between the pairs: spherical (suits Gaussian z) or straight")
     add("--interp_steps", type=int, default=10, help="images along each path, both endpoints included")
     add("--gif", action="store_true", help="with --interpolate: write the walk as an animated GIF instead of a PNG")
+    add("--scale", type=int, default=1, metavar="N",
+        help="enlarge every written image N times, nearest neighbour (each pixel an NxN block); "
+             "not the .npz of --format npz, which stays at the generator's size for metric tools")
     add("--batch_size", type=int, default=500, help="images per generator call")
     add("--out", default=None,
         help="output path; if not given, RUN_DIR/samples/ sample_step<N>.png, interp_step<N>.png or .gif, "
              "images_step<N>/ or images_step<N>.npz")
     args = parser.parse_args(argv)
-    for name in ("rows", "cols", "num", "interpolate", "batch_size"):
+    for name in ("rows", "cols", "num", "interpolate", "scale", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.interp_steps < 2:
@@ -94,6 +101,13 @@ def latent_walks(pairs, steps, z_dim, seed, interp="slerp"):
 
 
 # ------------------------------------------------------------------------------------------------------ output
+def enlarge(images, scale):
+    """Nearest-neighbour enlargement of (..., H, W, C) images: every pixel becomes a scale x scale block."""
+    if scale == 1:
+        return images
+    return np.repeat(np.repeat(images, scale, axis=-3), scale, axis=-2)
+
+
 @contextlib.contextmanager
 def atomic_output(path, folder=False):
     """Yields a temporary path beside `path` (a file, or a new folder) that becomes `path` only once it is complete,
@@ -133,8 +147,9 @@ def write_gif(frames, path, ms_per_frame=100):
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0)
 
 
-def write_images(images, path, fmt):
-    """N single images: a folder of PNG files, or one .npz holding the uint8 array under 'images'."""
+def write_images(images, path, fmt, scale=1):
+    """N single images: a folder of PNG files (enlarged `scale` times), or one .npz holding the uint8 array under
+    'images' (never enlarged: metric tools want the generator's own pixels)."""
     if fmt == "npz":
         with atomic_output(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, images=images)
@@ -143,7 +158,7 @@ def write_images(images, path, fmt):
         for i, image in enumerate(images):
             # Plain PIL, not data.save_image: the folder appears whole, so one file's own fsync + rename (5 ms)
             # would only make 10,000 images three times slower.
-            to_pil(image).save(os.path.join(tmp, f"{i:06d}.png"), format="PNG")
+            to_pil(enlarge(image, scale)).save(os.path.join(tmp, f"{i:06d}.png"), format="PNG")
 
 
 # -------------------------------------------------------------------------------------------------------- main
@@ -159,7 +174,8 @@ def main(argv=None):
         out = args.out or os.path.join(samples, f"images_step{step}" + (".npz" if fmt == "npz" else ""))
         if fmt == "png" and os.path.isdir(out) and os.listdir(out):
             raise common.RunError(f"{out} already exists and is not empty; remove it or choose another --out.")
-        write_images(common.generate_images(generator, args.num, z_dim, args.seed, args.batch_size), out, fmt)
+        write_images(common.generate_images(generator, args.num, z_dim, args.seed, args.batch_size), out, fmt,
+                     args.scale)
         what = f"{args.num} images"
     elif args.interpolate:
         z = latent_walks(args.interpolate, args.interp_steps, z_dim, args.seed, args.interp)
@@ -169,15 +185,18 @@ def main(argv=None):
         if args.gif:  # frame t shows point t of every path, in a near-square grid
             cols = math.ceil(math.sqrt(args.interpolate))
             rows = math.ceil(args.interpolate / cols)
-            write_gif([data.image_grid(images[:, t], rows, cols) for t in range(args.interp_steps)], out)
+            write_gif([enlarge(data.image_grid(images[:, t], rows, cols), args.scale)
+                       for t in range(args.interp_steps)], out)
         else:
-            write_png(data.image_grid(images.reshape(-1, *images.shape[2:]), *z.shape[:2]), out)
+            write_png(enlarge(data.image_grid(images.reshape(-1, *images.shape[2:]), *z.shape[:2]), args.scale), out)
         what = f"{args.interpolate} {args.interp} paths of {args.interp_steps} images"
     else:
         images = common.generate_images(generator, args.rows * args.cols, z_dim, args.seed, args.batch_size)
         out = args.out or os.path.join(samples, f"sample_step{step}.png")
-        write_png(data.image_grid(images, args.rows, args.cols), out)
+        write_png(enlarge(data.image_grid(images, args.rows, args.cols), args.scale), out)
         what = f"a {args.rows}x{args.cols} grid"
+    if args.scale > 1 and not (args.num and fmt == "npz"):
+        what += f" at {args.scale}x"
     print(f"wrote {what} to {out} (checkpoint {ckpt}, seed {args.seed})")
     return out
 

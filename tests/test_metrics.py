@@ -1,5 +1,6 @@
 """Tests for metrics.py: the distances against closed forms, the Inception path on a small graph built here, the
 offline classifier on generated labelled data, and the command line. Nothing here can reach the network."""
+import argparse
 import gzip
 import hashlib
 import json
@@ -8,6 +9,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import numpy as np
@@ -19,6 +21,7 @@ sys.path.insert(0, ROOT)
 import common  # noqa: E402
 import data  # noqa: E402
 import metrics  # noqa: E402
+import ops  # noqa: E402
 
 OFFLINE_ENV = {**os.environ, "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
                "no_proxy": "", "NO_PROXY": ""}  # any download attempt fails at once
@@ -278,6 +281,192 @@ def test_classifier_accuracy_on_fashion_mnist(tmp_path):
     _, info = metrics.train_classifier("fashion_mnist", None, 32, 1, path)
     print(f"classifier: test accuracy {info['test_accuracy']:.4f} in {time.perf_counter() - start:.0f} s")
     assert info["test_accuracy"] >= 0.90
+
+
+# ------------------------------------------------------------------------------------ a cache shared by runs
+def race(monkeypatch, entry, fn, n=2):
+    """Run fn() in n threads that all hold their finished temporary file before any renames it to `entry` (the
+    moment where fixed temporary names collide); -> their results. An exception in a thread fails the test."""
+    barrier, replace = threading.Barrier(n, timeout=120), os.replace
+    results, errors = [None] * n, []
+
+    def replace_together(src, dst, **kwargs):
+        if os.fspath(dst) == os.fspath(entry):
+            barrier.wait()
+        return replace(src, dst, **kwargs)
+
+    def worker(i):
+        try:
+            results[i] = fn()
+        except BaseException as e:  # noqa: B036 - reported in the main thread
+            errors.append(e)
+            barrier.abort()
+
+    monkeypatch.setattr(os, "replace", replace_together)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.setattr(os, "replace", replace)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def leftovers(folder):
+    return [f for root, _, files in os.walk(folder) for f in files if f.startswith(".") or ".tmp" in f]
+
+
+def test_concurrent_runs_write_the_same_statistics(toy_graph, tiny_fashion, tmp_path, monkeypatch):
+    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception=toy_graph[0])
+    entry = tmp_path / "stats" / f"inception-{metrics._key('fashion_mnist', tiny_fashion, 16, 1)}-train.npz"
+    scorers = race(monkeypatch, entry, lambda: metrics.make_scorer(["fid", "kid"], "fashion_mnist", **kw))
+    assert os.listdir(tmp_path / "stats") == [entry.name] and not leftovers(tmp_path)
+    with np.load(entry) as f:
+        assert f["mu"].shape == (FEATURE_DIM,) and f["sigma"].shape == (FEATURE_DIM, FEATURE_DIM)
+    images = data.load_images("fashion_mnist", tiny_fashion, 16, 1)[:20]
+    assert scorers[0](images) == scorers[1](images) == metrics.make_scorer(["fid", "kid"], "fashion_mnist",
+                                                                           **kw)(images)
+
+
+def test_concurrent_downloads_of_the_archive(toy_graph, tmp_path, monkeypatch):
+    archive = make_archive(tmp_path, toy_graph[0])
+    pin(monkeypatch, archive)
+    monkeypatch.setattr(metrics, "INCEPTION_URL", archive.as_uri())
+    cache = tmp_path / "cache"
+    paths = race(monkeypatch, cache / archive.name, lambda: metrics._inception_archive(str(cache)), n=3)
+    assert paths == [str(cache / archive.name)] * 3
+    assert os.listdir(cache) == [archive.name] and (cache / archive.name).read_bytes() == archive.read_bytes()
+
+
+def test_concurrent_runs_train_the_same_classifier(labelled, tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics.keras.Model, "fit", lambda *args, **kwargs: None)  # the seeded initial weights
+    key = metrics._key("mnist", labelled, 32, 1)
+    networks = race(monkeypatch, tmp_path / "classifier" / f"{key}.weights.h5",
+                    lambda: metrics.classifier_network("mnist", labelled, cache_dir=str(tmp_path)))
+    assert sorted(os.listdir(tmp_path / "classifier")) == [f"{key}.json", f"{key}.weights.h5"]
+    assert not leftovers(tmp_path)
+    with open(tmp_path / "classifier" / f"{key}.json") as f:
+        assert json.load(f)["dataset"] == "mnist"
+    loaded, loaded_id = metrics.classifier_network("mnist", labelled, cache_dir=str(tmp_path))  # complete file
+    images = data.load_images("mnist", labelled, 32, 1, split="test")[:8]
+    assert networks[0][1] == networks[1][1] == loaded_id  # the id of the weights, equal when they are
+    np.testing.assert_array_equal(networks[0][0](images)[0], loaded(images)[0])
+
+
+def test_the_network_id_is_of_the_weights_used_not_of_the_file(labelled, tmp_path, monkeypatch):
+    # Another run replaces the cached weights with its own just after this run wrote them: this run's statistics
+    # must carry the id of the network it computes features with, so that the other weights do not inherit them.
+    monkeypatch.setattr(metrics.keras.Model, "fit", lambda *args, **kwargs: None)  # the seeded initial weights
+    other = metrics.make_classifier(seed=1)
+    entry = tmp_path / "classifier" / f"{metrics._key('mnist', labelled, 32, 1)}.weights.h5"
+    replace = os.replace
+
+    def then_another_run(src, dst, **kwargs):
+        replace(src, dst, **kwargs)
+        if os.fspath(dst) == os.fspath(entry):
+            other.save_weights(str(tmp_path / "other.weights.h5"))
+            replace(tmp_path / "other.weights.h5", entry)
+
+    monkeypatch.setattr(os, "replace", then_another_run)
+    _, trained_id = metrics.classifier_network("mnist", labelled, cache_dir=str(tmp_path))
+    monkeypatch.setattr(os, "replace", replace)
+    _, loaded_id = metrics.classifier_network("mnist", labelled, cache_dir=str(tmp_path))
+    assert trained_id == metrics._weights_id(metrics.make_classifier())
+    assert loaded_id == metrics._weights_id(other) != trained_id
+
+
+def test_failed_cache_writes_leave_nothing_behind(labelled, tiny_fashion, toy_graph, tmp_path, monkeypatch):
+    def half_then_fail(*args, **kwargs):
+        target = args[1] if isinstance(args[0], keras_model) else args[0]
+        if hasattr(target, "write"):
+            target.write(b"PK\x03\x04 half")
+        else:
+            with open(target, "wb") as f:
+                f.write(b"\x89HDF half")
+        raise OSError(28, "No space left on device")
+
+    keras_model = metrics.keras.Model
+    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception=toy_graph[0])
+    with monkeypatch.context() as mp:
+        mp.setattr(np, "savez", half_then_fail)
+        with pytest.raises(common.RunError, match="cannot write .*No space left on device") as e:
+            metrics.make_scorer("fid", "fashion_mnist", **kw)
+    assert "\n" not in str(e.value) and os.listdir(tmp_path / "stats") == []
+
+    (tmp_path / "stats" / f"inception-{metrics._key('fashion_mnist', tiny_fashion, 16, 1)}-train.npz").write_bytes(
+        b"PK\x03\x04 a damaged entry")  # e.g. copied half: recomputed, not a traceback
+    metrics.make_scorer("fid", "fashion_mnist", **kw)(data.load_images("fashion_mnist", tiny_fashion, 16, 1))
+
+    monkeypatch.setattr(keras_model, "fit", lambda *args, **kwargs: None)
+    monkeypatch.setattr(keras_model, "save_weights", half_then_fail)
+    with pytest.raises(common.RunError, match="No space left on device"):
+        metrics.classifier_network("mnist", labelled, cache_dir=str(tmp_path))
+    assert not leftovers(tmp_path) and not [f for f in os.listdir(tmp_path / "classifier") if f.endswith(".h5")]
+
+    monkeypatch.setattr(metrics, "INCEPTION_URL", make_archive(tmp_path, toy_graph[0]).as_uri())  # size not pinned
+    with pytest.raises(common.RunError, match="bytes, not the"):
+        metrics._inception_archive(str(tmp_path / "download"))
+    assert os.listdir(tmp_path / "download") == []
+
+
+# ------------------------------------------------------------------------------- evaluation during training
+@pytest.mark.parametrize("metric", [None, "classifier_fd", "classifier_kid", "fid", "kid", ["fid", "is"]])
+def test_check_eval_args_refuses_too_few_samples_in_one_sentence(metric):
+    with pytest.raises(common.RunError, match="--eval_samples 1 is too few") as e:
+        metrics.check_eval_args(1, metric)
+    assert str(e.value).count(". ") == 0 and "\n" not in str(e.value)
+    metrics.check_eval_args(metrics.MIN_SAMPLES, metric)
+    with pytest.raises(common.RunError, match="unknown metric"):
+        metrics.check_eval_args(10, "fd")
+
+
+def test_the_smallest_accepted_count_scores(labelled, trained_cache):
+    # MIN_SAMPLES is the real minimum: 2 images give finite FD and KID (KID's subsets of 1,000 shrink to 2) ...
+    score = metrics.make_scorer(["classifier_fd", "classifier_kid"], "mnist", labelled, cache_dir=trained_cache)
+    two = data.load_images("mnist", labelled, 32, 1, split="test")[:metrics.MIN_SAMPLES]
+    assert all(np.isfinite(v) for v in score(two).values())
+    with pytest.raises(common.RunError, match="N >= 2"):  # ... and one does not
+        score(two[:1])
+
+
+class FakeLogger:
+    def __init__(self):
+        self.scalars_calls, self.lines = [], []
+
+    def scalars(self, step, values):
+        self.scalars_calls.append((step, values))
+
+    def write(self, line):
+        self.lines.append(line)
+
+
+def eval_args(labelled, **overrides):
+    return argparse.Namespace(**{**dict(metric=None, dataset="mnist", data_dir=labelled, image_size=32, channels=1,
+                                        eval_samples=24, z_dim=16, seed=3), **overrides})
+
+
+def test_evaluator_scores_logs_and_returns_the_first_value(labelled, trained_cache, monkeypatch):
+    monkeypatch.setenv("GAN_CACHE", trained_cache)
+    generator = ops.make_generator(32, 1, 16, 8)
+    images = common.generate_images(generator, 24, 16, seed=4)  # the run's seed + 1: not the sample grid's noise
+    for metric in (None, "classifier_kid"):
+        name = metric or "classifier_fd"
+        expected = metrics.make_scorer(name, "mnist", labelled, cache_dir=trained_cache)(images)[name]
+        logger = FakeLogger()
+        value = metrics.Evaluator(eval_args(labelled, metric=metric))(generator, 7, logger)
+        assert value == expected
+        assert logger.scalars_calls == [(7, {f"eval/{name}": expected})]
+        assert logger.lines == [f"step 7: {name} {expected:.4g}"]
+
+
+def test_evaluator_refuses_too_few_samples_before_building_anything(labelled, monkeypatch):
+    def no_scorer(*args, **kwargs):
+        raise AssertionError("the count should have been refused before the networks are loaded")
+    monkeypatch.setattr(metrics, "make_scorer", no_scorer)
+    with pytest.raises(common.RunError, match="--eval_samples 1"):
+        metrics.Evaluator(eval_args(labelled, eval_samples=1))
 
 
 # ------------------------------------------------------------------------------------------- command line

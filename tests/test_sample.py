@@ -218,6 +218,53 @@ def test_gif_walks_there_and_back(run):
         assert gif.size == (2 * 32 + 2, 2 * 32 + 2)  # 3 paths in a 2x2 grid
 
 
+# ----------------------------------------------------------------------------------------------------- scale
+def repeat(image, n):
+    return np.repeat(np.repeat(image, n, axis=0), n, axis=1)
+
+
+def test_scale_3_grid_is_the_grid_with_every_pixel_repeated(run, tmp_path):
+    for scale in (1, 3):
+        sample.main([run[0], "--rows", "2", "--cols", "3", "--scale", str(scale), "--out",
+                     str(tmp_path / f"{scale}.png")])
+    small, large = read_png(tmp_path / "1.png"), read_png(tmp_path / "3.png")
+    assert small.shape == (2 * 32 + 2, 3 * 32 + 2 * 2) and large.shape == (3 * small.shape[0], 3 * small.shape[1])
+    assert np.array_equal(large, repeat(small, 3))
+    assert np.array_equal(small, expected_grid(run[1][200], 2, 3))
+
+
+def test_scale_enlarges_single_images_walks_and_gif_frames_but_not_npz(run, tmp_path):
+    run_dir = run[0]
+    out = {}
+    for name, argv in (("png", ["--num", "3"]), ("npz", ["--num", "3", "--format", "npz"]),
+                       ("walk", ["--interpolate", "2", "--interp_steps", "3"]),
+                       ("gif", ["--interpolate", "2", "--interp_steps", "3", "--gif"])):
+        for scale in (1, 2):
+            out[name, scale] = sample.main([run_dir, *argv, "--scale", str(scale), "--out",
+                                            str(tmp_path / f"{name}{scale}")])
+    for i in range(3):
+        small = read_png(os.path.join(out["png", 1], f"{i:06d}.png"))
+        assert small.shape == (32, 32)
+        assert np.array_equal(read_png(os.path.join(out["png", 2], f"{i:06d}.png")), repeat(small, 2))
+    with np.load(out["npz", 1]) as small, np.load(out["npz", 2]) as large:
+        assert large["images"].shape == (3, 32, 32, 1) and np.array_equal(large["images"], small["images"])
+    assert np.array_equal(read_png(out["walk", 2]), repeat(read_png(out["walk", 1]), 2))
+    with Image.open(out["gif", 1]) as small, Image.open(out["gif", 2]) as large:
+        assert large.n_frames == small.n_frames == 4 and large.size == (2 * small.size[0], 2 * small.size[1])
+        for frame in range(small.n_frames):
+            small.seek(frame)
+            large.seek(frame)
+            assert np.array_equal(np.array(large.convert("L")), repeat(np.array(small.convert("L")), 2))
+
+
+@pytest.mark.parametrize("scale", ["0", "-2"])
+def test_scale_below_1_is_refused_in_one_sentence(run, capsys, scale):
+    with pytest.raises(SystemExit) as exit:
+        sample.main([run[0], "--scale", scale])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(": error: --scale must be at least 1")
+
+
 # -------------------------------------------------------------------------------------------------- refusals
 def damaged(run_dir, tmp_path, how):
     copy = str(tmp_path / "damaged")
