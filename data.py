@@ -2,8 +2,17 @@
 
 Sources: Fashion-MNIST (default), MNIST, CIFAR-10, and any folder tree of JPEG/PNG files (extracted CelebA, LSUN).
 The small datasets are resized and channel-converted once at load time and kept in memory as uint8. Folders are
-decoded lazily inside the pipeline, after every file has passed a cheap up-front check, so that a bad file is
-reported in one sentence before training starts instead of as a TF traceback hours into a run.
+decoded lazily inside the pipeline; PNGs keep their alpha (composited on black) and 16-bit depth (scaled exactly).
+
+Damaged files. Every file gets a cheap check up front (headers, PNG chunk CRCs, the JPEG end marker), and a folder
+of fewer than FULL_DECODE_MAX_FILES files is also decoded once in full by the pipeline's own decoder (a larger one:
+an evenly spaced sample of DECODE_SAMPLE files). Files that fail are left out before the data order is drawn, with
+one warning each on stderr; if more than 1% of the files checked fail, the folder is refused in one sentence. A file
+that passes the checks and still fails inside the pipeline (in a large folder, or a file changed mid-run) is
+replaced by the next file in sorted path order that decodes, again with a warning: the stand-in depends on the file
+alone, so batch shapes stay static and the data order below stays a pure function of (seed, batch number) on every
+resume. (tf.data's ignore_errors would drop the image instead, shifting every later one by a place, so the batches
+would depend on which slice of which replica the damaged file fell in.)
 
 Data order. A resumed run should continue exactly as if it had never stopped, including which images it sees
 next. A `Dataset.shuffle` buffer, or a checkpointed tf.data iterator, would have to be saved with every checkpoint
@@ -16,11 +25,18 @@ next. A `Dataset.shuffle` buffer, or a checkpointed tf.data iterator, would have
 `make_dataset(..., start_batch=k)` regenerates epoch k // per_epoch and skips k % per_epoch batches of *indices*
 (nothing is decoded for them), so it yields exactly what an uninterrupted run would have yielded after k batches.
 The only state a training script has to save is its own batch counter.
+
+Replicas. `make_dataset(..., parts=R, take=...)` cuts every global batch into R consecutive slices of
+batch_size // R images and yields only the slices in `take`, which is what `distribute_datasets_from_function`
+feeds to replicas (replica r gets slice r). Slicing happens on indices, before decoding, so the global batches are
+the same for any number of replicas and input workers, and each worker decodes only its own images.
 """
 import gzip
 import os
 import pickle
+import sys
 import tarfile
+import threading
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +51,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 _IDX_STEMS = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 _IDX_IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, rows, cols)
+# Folders with fewer files are decoded in full before training (about 1 ms per CelebA-sized JPEG per core);
+# larger ones get the cheap check only. A module constant so tests can lower it.
+FULL_DECODE_MAX_FILES = 20_000
+DECODE_SAMPLE = 1000  # larger folders have this many files, evenly spaced, decoded up front
+MAX_DAMAGED = 0.01  # the fraction of a folder's files that may be damaged and skipped before it is refused
 _CHUNK = 4096  # images per resize call at load time: bounds the float32 working copy (64 MB at 64x64x1)
 _PRETTY = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10"}
 _OFFLINE_HINT = {
@@ -53,31 +74,40 @@ class DataError(Exception):
 def load_images(name, data_dir=None, image_size=32, channels=1, split="train", limit=None):
     """Whole dataset (or its first `limit` images) as uint8 (N, image_size, image_size, channels).
 
-    For "folder", `split` is ignored and the files are taken in sorted path order.
+    For "folder", `split` is ignored, the files are taken in sorted path order, and damaged files are left out
+    (with a warning each; more than 1% of them is a DataError), so N can be smaller than the number of files.
     """
     _check_args(name, image_size, channels, split)
     if name == "folder":
-        paths = _list_images(data_dir, limit)
-        decoded = (tf.data.Dataset.from_tensor_slices(paths)
-                   .map(lambda p: _decode_file(p, image_size, channels),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                   .batch(256))
-        return np.concatenate([batch.numpy() for batch in decoded])
+        paths, problems = _scan_folder(data_dir, limit)
+        images, failed = _decode_all([p for p in paths if p not in problems], image_size, channels)
+        _drop_damaged(data_dir, paths, {**problems, **failed})
+        return images
     raw = _load_cifar10(data_dir, split) if name == "cifar10" else _load_idx_dataset(name, data_dir, split)
     return _convert_all(raw[:limit], image_size, channels)
 
 
-def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, seed=0, start_batch=0):
-    """Infinite dataset of float32 [batch_size, image_size, image_size, channels] batches in [-1, 1].
+def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, seed=0, start_batch=0,
+                 parts=1, take=None):
+    """Infinite dataset of float32 [batch_size // parts, image_size, image_size, channels] slices in [-1, 1].
 
-    Batch b is a pure function of (seed, b); start_batch=k resumes at batch k (see the module docstring).
-    Every shape is static, so a tf.function traced on one batch never retraces.
+    Batch b is a pure function of (seed, b); start_batch=k resumes at (global) batch k (see the module docstring).
+    Each batch is cut into `parts` consecutive slices, and the slices whose index is in `take` (default: all) are
+    yielded in index order, batch after batch: parts=1 yields whole batches, parts=R with take=[r] the slices
+    replica r of R trains on. Every shape is static, so a tf.function traced on one element never retraces.
     """
     _check_args(name, image_size, channels)
     if batch_size < 1 or start_batch < 0:
         raise DataError(f"batch_size must be >= 1 and start_batch >= 0, got {batch_size} and {start_batch}.")
+    if not isinstance(parts, (int, np.integer)) or parts < 1 or batch_size % parts:
+        raise DataError(f"batch_size={batch_size} does not split into parts={parts} equal slices; "
+                        "use a batch size divisible by the number of replicas.")
+    slices = list(range(parts)) if take is None else sorted(set(take))
+    if not slices or not all(isinstance(r, (int, np.integer)) and 0 <= r < parts for r in slices):
+        raise DataError(f"take must hold slice indices in range({parts}), got {take!r}.")
+    slice_size = batch_size // parts
     if name == "folder":
-        source = _list_images(data_dir)  # paths only: images are decoded file by file inside the pipeline
+        source = _usable_images(data_dir, image_size, channels)  # paths: decoded file by file in the pipeline
     else:
         source = load_images(name, data_dir, image_size, channels)
     # Pinned to the host: tf.data runs there, and a GPU copy of the whole dataset would only waste memory.
@@ -89,22 +119,21 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
         raise DataError(f"The {name} data has only {n} images, fewer than batch_size={batch_size}; "
                         "lower --batch_size or add images.")
 
-    def epoch_batches(epoch):
+    def epoch_slices(epoch):
         # float32 draws tie now and then (~200 pairs at n=60k); a stable sort keeps the permutation deterministic.
         keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
         order = tf.argsort(keys, stable=True)
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:per_epoch * batch_size], [per_epoch, batch_size]))
+        batches = tf.reshape(order[:per_epoch * batch_size], [per_epoch, parts, slice_size])
+        # [per_epoch, len(slices), slice_size] -> one index slice per element, batch-major
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(tf.gather(batches, slices, axis=1), [-1, slice_size]))
 
     indices = (tf.data.Dataset.counter(start_batch // per_epoch)
-               .flat_map(epoch_batches)
-               .skip(start_batch % per_epoch))
+               .flat_map(epoch_slices)
+               .skip(start_batch % per_epoch * len(slices)))
     if name == "folder":
-        # One map call per file lets AUTOTUNE spread decoding over cores; re-batching the unbatched stream of
-        # full index batches regroups them exactly.
-        images = (indices.unbatch()
-                  .map(lambda i: _decode_file(tf.gather(source, i), image_size, channels),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                  .batch(batch_size, drop_remainder=True))
+        # Each slice's dataset yields exactly one decoded slice, so interleaving them keeps the order.
+        images = indices.interleave(lambda idx: _decode_slice(source, idx, image_size, channels),
+                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         images = indices.map(lambda idx: tf.gather(source, idx),
                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -198,7 +227,8 @@ def _convert_all(images, image_size, channels):
 
 def _resize_uint8(images, image_size, channels):
     """uint8 (N, h, w, c) -> bilinear resize -> RGB<->gray -> rounded uint8. Shared by every source, so folder
-    images decoded inside tf.data match what load_images returns for them bit for bit."""
+    images decoded inside tf.data match what load_images returns for them bit for bit. (Folder images arrive as
+    float32 with the right channels already: see _decode_file.)"""
     x = tf.cast(images, tf.float32)
     if x.shape[1] != image_size or x.shape[2] != image_size:
         # Antialiasing only changes anything when shrinking; for upscaling (28 -> 32) the plain kernel gives the
@@ -214,8 +244,11 @@ def _resize_uint8(images, image_size, channels):
 
 def _decode_file(path, image_size, channels):
     """Image file -> centred square crop -> uint8 (image_size, image_size, channels)."""
-    # channels=3 turns grayscale, palette and RGBA files alike into RGB; _resize_uint8 then picks the output.
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    raw = tf.io.read_file(path)
+    image = tf.cond(tf.io.is_jpeg(raw),  # by content, not by file name
+                    lambda: tf.cast(tf.io.decode_jpeg(raw, channels=3), tf.float32),  # grayscale and CMYK too
+                    lambda: _read_png(raw))
+    image = _to_channels(image, channels)
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     side = tf.minimum(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -224,8 +257,92 @@ def _decode_file(path, image_size, channels):
     return image
 
 
-def _list_images(data_dir, limit=None):
-    """Sorted JPEG/PNG paths under data_dir (recursively), the first `limit` of them, each checked cheaply."""
+def _read_png(raw):
+    """PNG bytes -> float32 (h, w, 1) gray or (h, w, 3) RGB in [0, 255], alpha composited on black.
+
+    decode_png at uint16 with the file's own channels is the one call that keeps both the alpha channel (RGBA, LA,
+    palette + tRNS) and all 16 bits; at uint8 it drops alpha and truncates 16-bit values (511 -> 1, not 2).
+    """
+    x = tf.cast(tf.io.decode_png(raw, channels=0, dtype=tf.uint16), tf.float32) / 257.0  # 8-bit v*257 -> v exactly
+    c = tf.shape(x)[2]  # 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA (palettes expand to 3 or 4)
+    has_alpha = c % 2 == 0
+    alpha = tf.where(has_alpha, x[..., -1:] / 255.0, 1.0)
+    return x[..., :c - tf.cast(has_alpha, tf.int32)] * alpha  # a pixel with alpha 0 becomes black
+
+
+def _to_channels(image, channels):
+    """float32 (h, w, 1 or 3) -> (h, w, channels). Gray stays gray for channels=1: a detour through RGB would
+    scale it by 0.2989 + 0.5870 + 0.1140 = 0.9999 and round 16-bit and composited values the wrong way now and then."""
+    c = tf.shape(image)[2]
+    if channels == 3:
+        image = tf.tile(image, [1, 1, 3 // c])
+    else:
+        image = tf.cond(tf.equal(c, 3), lambda: tf.image.rgb_to_grayscale(tf.ensure_shape(image, [None, None, 3])),
+                        lambda: image)
+    return tf.ensure_shape(image, [None, None, channels])
+
+
+def _decode_slice(paths, idx, image_size, channels):
+    """Dataset of exactly one uint8 [len(idx), image_size, image_size, channels] slice: files paths[idx], each
+    replaced by the next file in sorted path order that decodes if it does not.
+
+    TF cannot catch a failed op inside a map, only drop the element (ignore_errors). So the slice is decoded in one
+    parallel map, and only if that loses a file is it decoded again file by file, where a loss can be replaced.
+    (A dataset per file always would cost 20-40% more CPU time than the decoding, on CelebA-sized JPEGs.)
+    """
+    size = int(idx.shape[0])
+    whole = (tf.data.Dataset.from_tensor_slices(idx)
+             .map(lambda i: _decode_file(paths[i], image_size, channels),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+             .batch(size, drop_remainder=True)  # a slice missing a file comes out short and is dropped
+             .ignore_errors())
+    by_file = (tf.data.Dataset.from_tensor_slices(idx)
+               .interleave(lambda i: _decode_or_replace(paths, i, image_size, channels),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .batch(size, drop_remainder=True))
+    return whole.concatenate(by_file).take(1)  # by_file is only iterated if whole came out empty
+
+
+def _decode_or_replace(paths, i, image_size, channels):
+    """Dataset of one (image_size, image_size, channels) image: file i, or, if it cannot be decoded, the next file
+    in sorted path order that can (with a warning naming file i). The candidates are tried lazily, one at a time,
+    so a good file costs one decode; the up-front checks make sure that some file decodes."""
+    n = int(paths.shape[0])
+
+    def warn_if_replaced(j, image):
+        def warn(bad, good):
+            _warn_once(bad.numpy().decode(), f"{good.numpy().decode()} stands in for it every time it is drawn")
+            return True
+
+        warned = tf.cond(tf.equal(i, j), lambda: tf.constant(True),
+                         lambda: tf.py_function(warn, [paths[i], paths[j]], tf.bool))
+        with tf.control_dependencies([warned]):
+            return tf.identity(image)
+
+    return (tf.data.Dataset.range(n, output_type=i.dtype)
+            .map(lambda k: (i + k) % n)
+            .map(lambda j: (j, _decode_file(paths[j], image_size, channels)))
+            .ignore_errors()
+            .take(1)
+            .map(warn_if_replaced))
+
+
+def _usable_images(data_dir, image_size, channels):
+    """Sorted paths of the folder's images without its damaged ones (see the module docstring)."""
+    paths, problems = _scan_folder(data_dir)
+    if len(paths) < FULL_DECODE_MAX_FILES:
+        problems.update(_decode_all([p for p in paths if p not in problems], image_size, channels, keep=False)[1])
+        return _drop_damaged(data_dir, paths, problems)
+    paths = _drop_damaged(data_dir, paths, problems)
+    # An evenly spaced sample is decoded too: it refuses a folder TF cannot broadly decode (where _decode_or_replace
+    # would find no stand-in) at the cost of a second or two.
+    sample = paths[::max(1, len(paths) // DECODE_SAMPLE)]
+    return _drop_damaged(data_dir, paths, _decode_all(sample, image_size, channels, keep=False)[1], len(sample))
+
+
+def _scan_folder(data_dir, limit=None):
+    """Sorted JPEG/PNG paths under data_dir (recursively), the first `limit` of them, and {path: problem} for
+    those failing the cheap check."""
     _require_dir(data_dir, "a folder of .jpg/.jpeg/.png images")
     # followlinks: dataset trees are often assembled from symlinked category folders (LSUN).
     paths = sorted(os.path.join(root, f) for root, _, files in os.walk(data_dir, followlinks=True)
@@ -234,14 +351,55 @@ def _list_images(data_dir, limit=None):
         raise DataError(f"No .jpg/.jpeg/.png images found under {data_dir}; "
                         "pass --data_dir pointing at an image folder.")
     paths = paths[:limit]
-    # The check is I/O bound, so threads overlap the reads; chunks let the first bad file stop the scan early.
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        for start in range(0, len(paths), 4096):
-            chunk = paths[start:start + 4096]
-            for path, problem in zip(chunk, pool.map(_image_problem, chunk)):
-                if problem:
-                    raise DataError(f"Image file {path} {problem}; delete or replace it.")
-    return paths
+    with ThreadPoolExecutor(max_workers=16) as pool:  # I/O bound: threads overlap the reads
+        problems = {path: problem for path, problem in zip(paths, pool.map(_image_problem, paths)) if problem}
+    return paths, problems
+
+
+def _decode_all(paths, image_size, channels, keep=True):
+    """Decode every file with the pipeline's own decoder -> (uint8 images of the files that decode, in order, or
+    None if not keep; {path: problem} for the files that do not)."""
+    decode = (tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
+              .map(lambda k, path: (k, _decode_file(path, image_size, channels)),
+                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+              .ignore_errors()  # the indices that come out say which files decoded
+              .batch(256))
+    decoded, images = set(), []
+    for k, batch in decode:
+        decoded.update(k.numpy().tolist())
+        if keep:
+            images.append(batch.numpy())
+    failed = {path: "is corrupt (TensorFlow cannot decode it)" for k, path in enumerate(paths) if k not in decoded}
+    if not keep:
+        return None, failed
+    return (np.concatenate(images) if images else np.zeros((0, image_size, image_size, channels), np.uint8)), failed
+
+
+def _drop_damaged(data_dir, paths, problems, sampled=None):
+    """paths without the damaged ones, each named in a warning; a DataError if more than MAX_DAMAGED of the files
+    checked (all of them, or a sample of `sampled`) are damaged."""
+    checked = sampled or len(paths)
+    if len(problems) > MAX_DAMAGED * checked:
+        first = min(problems)
+        raise DataError(f"{len(problems)} of the {checked} {'sampled ' if sampled else ''}image files under "
+                        f"{data_dir} {'is' if len(problems) == 1 else 'are'} damaged, more than the "
+                        f"{MAX_DAMAGED:.0%} a run may skip (e.g. image file {first} {problems[first]}); "
+                        "delete or replace them.")
+    for path in sorted(problems):
+        _warn_once(path, f"it {problems[path]}")
+    return [path for path in paths if path not in problems]
+
+
+_warned = set()  # damaged files already named on stderr by this process: once each, not once per epoch or call
+_warned_lock = threading.Lock()  # pipeline threads may report the same file at the same time
+
+
+def _warn_once(path, what):
+    with _warned_lock:
+        if path in _warned:
+            return
+        _warned.add(path)
+    print(f"warning: skipping damaged image file {path}: {what}.", file=sys.stderr, flush=True)
 
 
 def _image_problem(path):

@@ -2,10 +2,12 @@
 import gzip
 import os
 import pickle
+import shutil
 import struct
 import sys
 import tarfile
 import urllib.error
+import zlib
 
 import numpy as np
 import pytest
@@ -303,6 +305,166 @@ def test_folder_dataset_matches_load_images_and_resumes(image_tree):
     np.testing.assert_array_equal(np.stack(resumed), np.stack(batches[2:]))
 
 
+def png_modes(folder):
+    """One 2x2 PNG per mode that decode_png at uint8 gets wrong -> {file: (its 4 pixels as RGB, as gray)}.
+
+    Alpha is composited on black: c * alpha / 255, rounded. Gray is 0.2989 R + 0.5870 G + 0.1140 B of the composite,
+    rounded; gray sources stay as they are.
+    """
+    rgba = np.array([[[200, 100, 50, 0], [200, 100, 50, 255]], [[200, 100, 50, 128], [10, 250, 90, 64]]], np.uint8)
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    palette = Image.fromarray(np.array([[0, 1], [2, 1]], np.uint8), "P")
+    palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255])
+    palette.save(folder / "p.png")
+    palette.save(folder / "p_transparent.png", transparency=1)  # colour 1 fully transparent
+    palette.save(folder / "p_alpha.png", transparency=bytes([255, 0, 128]))  # alpha per colour
+    Image.fromarray(np.array([[0, 65535], [32768, 511]], np.uint16)).save(folder / "i16.png")
+    la = np.array([[[100, 0], [100, 255]], [[200, 128], [50, 255]]], np.uint8)
+    Image.fromarray(la, "LA").save(folder / "la.png")
+    red, green, blue, black = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)
+    return {
+        # 124.18 = gray of (200, 100, 50); at alpha 128: (100.4, 50.2, 25.1) and 62.3; (10, 250, 90) at 64: 40.2
+        "rgba.png": ([black, (200, 100, 50), (100, 50, 25), (3, 63, 23)], [0, 124, 62, 40]),
+        "p.png": ([red, green, blue, green], [76, 150, 29, 150]),
+        "p_transparent.png": ([red, black, blue, black], [76, 0, 29, 0]),
+        "p_alpha.png": ([red, black, (0, 0, 128), black], [76, 0, 15, 0]),
+        # v * 255 / 65535: 32768 -> 127.5, 511 -> 1.99 (dropping the low byte would give 1)
+        "i16.png": ([(0, 0, 0), (255, 255, 255), (128, 128, 128), (2, 2, 2)], [0, 255, 128, 2]),
+        "la.png": ([(0, 0, 0), (100, 100, 100), (100, 100, 100), (50, 50, 50)], [0, 100, 100, 50]),  # 200 * 128/255
+    }
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_folder_png_modes(tmp_path, channels):
+    expected = png_modes(tmp_path)
+    assert {Image.open(tmp_path / f).mode for f in expected} == {"RGBA", "P", "I;16", "LA"}
+    images = data.load_images("folder", str(tmp_path), image_size=2, channels=channels)
+    for name, image in zip(sorted(expected), images):
+        rgb, gray = expected[name]
+        want = np.array(rgb if channels == 3 else gray).reshape(4, channels)
+        np.testing.assert_array_equal(image.reshape(4, channels), want, err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------- damaged folders
+
+def bad_scan_jpeg(path):
+    """A JPEG whose headers and end marker are fine but whose scan data is garbage: passes the cheap check."""
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(path, format="JPEG", quality=90)
+    raw = bytearray(path.read_bytes())
+    sos = raw.index(b"\xff\xda")
+    scan = sos + 2 + struct.unpack(">H", raw[sos + 2:sos + 4])[0]
+    raw[scan + 10:-2] = rng.integers(0, 256, len(raw) - 2 - scan - 10, np.uint8).tobytes()
+    path.write_bytes(bytes(raw))
+
+
+def bad_zlib_png(path):
+    """A PNG whose compressed pixel data is damaged but whose chunk CRCs are right: passes the cheap check."""
+    save_png(str(path), np.random.default_rng(2).integers(0, 256, (32, 32, 3)))
+    raw = bytearray(path.read_bytes())
+    idat = raw.index(b"IDAT")
+    length = struct.unpack(">I", raw[idat - 4:idat])[0]
+    raw[idat + 24:idat + 64] = bytes(40)
+    raw[idat + 4 + length:idat + 8 + length] = struct.pack(">I", zlib.crc32(raw[idat:idat + 4 + length]))
+    path.write_bytes(bytes(raw))
+
+
+GOOD = 298  # + 3 damaged files = 301, so the damaged ones are 0.997%: just under the 1% a run may skip
+SCAN, ZLIB, CUT = "050_scan.jpg", "120_zlib.png", "200_cut.png"  # sorted between 050.png/051.png, 120/121, 200/201
+
+
+@pytest.fixture
+def damaged_tree(tmp_path, monkeypatch):
+    """GOOD 8x8 PNGs 000.png ... whose pixels (k % 256, k // 256, 7) name them, plus three damaged files: two that
+    only a full decode finds (SCAN, ZLIB) and a truncated PNG that the cheap check finds (CUT)."""
+    monkeypatch.setattr(data, "_warned", set())  # warnings are once per process; each test starts afresh
+    root = tmp_path / "damaged"
+    for k in range(GOOD):
+        save_png(str(root / f"{k:03d}.png"), np.broadcast_to([k % 256, k // 256, 7], (8, 8, 3)))
+    bad_scan_jpeg(root / SCAN)
+    bad_zlib_png(root / ZLIB)
+    save_png(str(root / CUT), np.random.default_rng(3).integers(0, 256, (32, 32, 3)))
+    (root / CUT).write_bytes((root / CUT).read_bytes()[:1000])
+    for name in (SCAN, ZLIB):  # the premise: only a full decode tells these two apart from good files
+        assert data._image_problem(str(root / name)) is None
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            data._decode_file(str(root / name), 8, 3)
+    assert data._image_problem(str(root / CUT)) is not None
+    return root
+
+
+def names(batch):
+    """Float [-1, 1] batch of damaged_tree images -> their numbers."""
+    pixels = np.round((batch[:, 0, 0] + 1.0) * 127.5).astype(int)
+    return (pixels[:, 0] + 256 * pixels[:, 1]).tolist()
+
+
+def test_damaged_files_are_left_out_up_front(damaged_tree, capsys):
+    def dataset(**kw):
+        return data.make_dataset("folder", str(damaged_tree), image_size=8, channels=3, batch_size=20, seed=4, **kw)
+
+    batches = take(dataset(), 16)  # 14 batches per epoch of 298
+    for epoch in (batches[:14], batches[14:]):
+        numbers = sum((names(b) for b in epoch), [])
+        assert len(set(numbers)) == len(numbers) and set(numbers) <= set(range(GOOD))
+    np.testing.assert_array_equal(np.stack(take(dataset(), 16)), np.stack(batches))  # a second run
+    np.testing.assert_array_equal(np.stack(take(dataset(start_batch=13), 3)), np.stack(batches[13:]))  # resume
+    assert len(data.load_images("folder", str(damaged_tree), image_size=8, channels=3)) == GOOD
+    warnings = capsys.readouterr().err.splitlines()
+    for name in (SCAN, ZLIB, CUT):  # each named once, though three datasets and load_images met them
+        assert sum(str(damaged_tree / name) in line for line in warnings) == 1, warnings
+
+
+def test_damaged_files_found_in_the_pipeline_are_replaced(damaged_tree, tmp_path, monkeypatch, capsys):
+    # A folder too large to decode up front: SCAN and ZLIB pass the cheap check and fail only inside the pipeline.
+    # (The up-front sample is every 30th of the 300 files that pass, sorted positions 0, 30, ...: not 51 or 122.)
+    monkeypatch.setattr(data, "FULL_DECODE_MAX_FILES", 0)
+    monkeypatch.setattr(data, "DECODE_SAMPLE", 10)
+    # The same folder with each of them replaced by a copy of the next file in sorted order, and CUT deleted.
+    twin = tmp_path / "twin"
+    shutil.copytree(damaged_tree, twin)
+    (twin / SCAN).write_bytes((twin / "051.png").read_bytes())
+    (twin / ZLIB).write_bytes((twin / "121.png").read_bytes())
+    (twin / CUT).unlink()
+
+    def dataset(root, **kw):
+        return data.make_dataset("folder", str(root), image_size=8, channels=3, batch_size=20, seed=4, **kw)
+
+    batches = take(dataset(damaged_tree), 17)  # 15 batches per epoch of 300: every file is drawn in each epoch
+    np.testing.assert_array_equal(np.stack(batches), np.stack(take(dataset(twin), 17)))
+    np.testing.assert_array_equal(np.stack(take(dataset(damaged_tree, start_batch=14), 3)), np.stack(batches[14:]))
+    halves = take(dataset(damaged_tree, parts=2), 34)  # replicas see the same global batches
+    np.testing.assert_array_equal(np.stack(batches), np.stack([np.concatenate(halves[i:i + 2])
+                                                                for i in range(0, 34, 2)]))
+    warnings = capsys.readouterr().err.splitlines()
+    for name, stand_in in ((SCAN, "051.png"), (ZLIB, "121.png"), (CUT, None)):
+        named = [line for line in warnings if str(damaged_tree / name) in line]
+        assert len(named) == 1, warnings
+        assert stand_in is None or str(damaged_tree / stand_in) in named[0]
+
+
+def test_folder_with_over_one_percent_damaged_is_refused(damaged_tree):
+    bad_zlib_png(damaged_tree / "299_zlib.png")  # 4 of 302
+    with pytest.raises(DataError) as err:
+        data.make_dataset("folder", str(damaged_tree), image_size=8, batch_size=20)
+    assert_one_sentence_naming(err, damaged_tree)
+    assert "4 of the 302 image files" in str(err.value)
+    with pytest.raises(DataError, match="4 of the 302"):
+        data.load_images("folder", str(damaged_tree), image_size=8)
+
+
+def test_large_folder_with_over_one_percent_damaged_in_its_sample_is_refused(damaged_tree, monkeypatch):
+    monkeypatch.setattr(data, "FULL_DECODE_MAX_FILES", 0)
+    monkeypatch.setattr(data, "DECODE_SAMPLE", 100)  # every 3rd of the 300 files that pass the cheap check
+    data.make_dataset("folder", str(damaged_tree), image_size=8, batch_size=20)  # 1 of 100: SCAN, position 51
+    for k in (0, 3, 6):  # sorted positions 0, 3, 6 are sampled too
+        bad_zlib_png(damaged_tree / f"{k:03d}.png")
+    with pytest.raises(DataError) as err:
+        data.make_dataset("folder", str(damaged_tree), image_size=8, batch_size=20)
+    assert_one_sentence_naming(err, damaged_tree / "000.png")
+    assert "4 of the 100 sampled image files" in str(err.value)
+
+
 # ---------------------------------------------------------------------------------------------- data order
 
 def test_batches_full_static_and_in_range(idx_dir):
@@ -350,6 +512,53 @@ def test_start_batch_equals_skipping(idx_dir, k):
     full = take(data.make_dataset("mnist", idx_dir, image_size=4, batch_size=4, seed=5), k + 4)
     resumed = take(data.make_dataset("mnist", idx_dir, image_size=4, batch_size=4, seed=5, start_batch=k), 4)
     np.testing.assert_array_equal(np.stack(resumed), np.stack(full[k:]))
+
+
+# ---------------------------------------------------------------------------------------------- replica slices
+
+@pytest.fixture
+def noise_idx_dir(tmp_path):
+    """20 distinct random 4x4 train images: 2 batches of 8 per epoch, 4 sit out."""
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.random.default_rng(0).integers(0, 256, (20, 4, 4)))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("parts", [2, 4])
+@pytest.mark.parametrize("start_batch", [0, 3])
+def test_slices_reassemble_the_global_batches(noise_idx_dir, parts, start_batch):
+    def dataset(**kw):
+        return data.make_dataset("mnist", noise_idx_dir, image_size=4, batch_size=8, seed=2, start_batch=start_batch,
+                                 **kw)
+
+    whole = take(dataset(), 5)  # crosses two epoch boundaries
+    sliced = dataset(parts=parts)
+    assert sliced.element_spec.shape == (8 // parts, 4, 4, 1)
+    pieces = take(sliced, 5 * parts)
+    np.testing.assert_array_equal(np.stack(whole), np.stack([np.concatenate(pieces[i:i + parts])
+                                                             for i in range(0, 5 * parts, parts)]))
+    second_halves = take(dataset(parts=2, take=range(1, 2)), 5)
+    np.testing.assert_array_equal(np.stack(second_halves), np.stack(whole)[:, 4:])
+    last_quarters = take(dataset(parts=4, take=[3, 2]), 10)  # in index order, whatever order take lists them in
+    np.testing.assert_array_equal(np.stack(last_quarters).reshape(5, 4, 4, 4, 1), np.stack(whole)[:, 4:])
+
+
+def test_folder_slices(image_tree):
+    # 7 images in batches of 4: the fourth file sits out each epoch, slices hold two images each.
+    def dataset(**kw):
+        return data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=4, seed=1, **kw)
+
+    whole = take(dataset(start_batch=1), 3)
+    halves = take(dataset(start_batch=1, parts=2), 6)
+    np.testing.assert_array_equal(np.stack(whole), np.stack([np.concatenate(halves[i:i + 2]) for i in (0, 2, 4)]))
+    second = take(dataset(start_batch=1, parts=2, take=[1]), 3)
+    np.testing.assert_array_equal(np.stack(second), np.stack(whole)[:, 2:])
+
+
+@pytest.mark.parametrize("parts,take_", [(3, None), (0, None), (2, [2]), (2, []), (2, [0.5])])
+def test_bad_slices_refused(noise_idx_dir, parts, take_):
+    with pytest.raises(DataError) as err:
+        data.make_dataset("mnist", noise_idx_dir, image_size=4, batch_size=8, parts=parts, take=take_)
+    assert "\n" not in str(err.value) and str(err.value).endswith(".")
 
 
 # ---------------------------------------------------------------------------------------------- image I/O
