@@ -1,26 +1,35 @@
 """Machinery shared by dcgan.py, wgan.py and wgan_gp.py that has no algorithm in it.
 
-Run directories and config.json, the flags every script spells the same way, seeding and determinism, the
-tf.distribute strategy, checkpoints (save, restore, refuse a mismatch), logging to the console, TensorBoard and
-metrics.jsonl, the fixed-noise sample grid, and a clean stop on Ctrl-C. What differs between the variants (losses,
-constraint, optimizer, normalisation, the train step) stays in the scripts.
+Flags every script spells the same way and their validation, the tf.distribute strategy and mixed-precision
+policy, run directories and config.json, seeding, the input pipeline fed to each replica, checkpoints (save,
+restore, refuse a mismatch, never save a non-finite state), logging to the console, TensorBoard and
+metrics.jsonl, the fixed-noise sample grid, and the training loop's bookkeeping (Ctrl-C, time budget, crash
+saves). What differs between the variants (losses, constraint, optimizer, normalisation, the train step) stays
+in the scripts.
 
 A run directory looks like this:
     runs/<variant>-<dataset>-<YYYYmmdd-HHMMSS>/
         config.json            every flag, the variant, library versions, git commit
         ckpt/ckpt-<step>.*     the last --keep_ckpts checkpoints (tf.train.Checkpoint)
+        ckpt_best/             with --eval_every: the best-scoring checkpoint
         samples/step_NNNNNN.png  an 8x8 grid from one fixed noise batch
         logs/                  TensorBoard event files
         metrics.jsonl          the logged scalars, one JSON object per line
+Only the chief (the one process of a single-machine run) writes there; other workers of a multi-worker run write
+their share of each checkpoint into a temporary directory that is removed at the end.
 """
-import argparse
+import contextlib
 import datetime
+import glob
 import json
+import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import weakref
 
@@ -33,23 +42,35 @@ import ops
 
 VARIANTS = ("dcgan", "wgan", "wgan_gp")
 SAMPLE_GRID = 8  # the fixed-noise grid is SAMPLE_GRID x SAMPLE_GRID images
+STRATEGIES = ("auto", "one", "mirrored", "multi_worker")
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}  # Keras dtype policies
+EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
 
 # Flags a resumed run may change; every other saved flag is part of the experiment and must match.
 RESUMABLE_FLAGS = {"steps", "resume", "out_dir", "data_dir", "ckpt_every", "sample_every", "log_every",
-                   "keep_ckpts", "xla", "eval_every", "eval_samples"}
+                   "keep_ckpts", "xla", "eval_every", "eval_samples", "strategy", "minutes"}
 
 
 class RunError(Exception):
     """A problem the user can fix; str(e) is one sentence saying what is wrong and what to do."""
 
 
+class NonFiniteError(Exception):
+    """Training produced NaN or Inf; str(e) names the step and the quantity."""
+
+
 def cli(main):
-    """Run main(); user errors end with one sentence on stderr and exit status 2, not a traceback."""
+    """Run main(); user errors end with one sentence on stderr and exit status 2, a non-finite value with exit
+    status 3, not a traceback."""
     try:
         main()
     except (RunError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
+    except NonFiniteError as e:
+        print(f"error: {e} Nothing non-finite was saved; see README, 'Reliability', for what to try.",
+              file=sys.stderr)
+        sys.exit(EXIT_NON_FINITE)
 
 
 # ----------------------------------------------------------------------------------------------------- flags
@@ -61,10 +82,13 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
         help="where the dataset's files are (required for 'folder'); default: the usual place for each dataset")
     add("--image_size", type=int, default=32, help="images are resized to image_size x image_size")
     add("--channels", type=int, default=1, choices=(1, 3), help="1 = grayscale, 3 = RGB (converted as needed)")
-    add("--batch_size", type=int, default=batch_size, help="global batch size (split across devices)")
+    add("--batch_size", type=int, default=batch_size, help="global batch size (split evenly across devices)")
     add("--steps", type=int, default=steps,
         help="total generator steps of the run (a resumed run stops at the same total); the default is this "
              "project's choice for Fashion-MNIST, the papers train CIFAR/LSUN for 100k-200k steps")
+    add("--minutes", type=float, default=0,
+        help="also stop (with a checkpoint) after this many minutes of training time, evaluation and saving "
+             "excluded; 0 = no limit")
     add("--z_dim", type=int, default=100,
         help="size of the noise vector z ~ N(0, I) (the DCGAN paper drew U[-1, 1]; Gaussian as in most later code)")
     add("--width", type=int, default=64,
@@ -73,10 +97,17 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
     add("--seed", type=int, default=0, help="seeds weights, noise, and data order")
     add("--deterministic", action="store_true",
         help="enable TF op determinism so that runs repeat bit for bit (slower on GPUs)")
-    add("--xla", action="store_true", help="compile the train step with XLA (jit_compile=True)")
+    add("--strategy", default="auto", choices=STRATEGIES,
+        help="devices: auto = all local GPUs if there are two or more, else one device; mirrored = all local GPUs "
+             "(or all logical CPU devices); multi_worker = several machines, configured by TF_CONFIG")
+    add("--precision", default="fp32", choices=tuple(PRECISIONS),
+        help="fp32; bf16 (mixed, for Ampere+ GPUs, TPUs and CPUs with AVX512_BF16/AMX); fp16 (mixed with loss "
+             "scaling, for Volta/Turing GPUs)")
+    add("--xla", action="store_true", help="compile each device's train step with XLA (jit_compile=True)")
     add("--out_dir", default=None, help="run directory (default: runs/<variant>-<dataset>-<timestamp>)")
     add("--resume", default=None, metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its newest checkpoint, with its saved flags")
+        help="continue the run in RUN_DIR from its newest checkpoint (or from the start if it has none yet), "
+             "with its saved flags")
     add("--ckpt_every", type=int, default=1000, help="save a checkpoint every N steps (and at the end, and on Ctrl-C)")
     add("--keep_ckpts", type=int, default=3, help="how many of the newest checkpoints to keep")
     add("--sample_every", type=int, default=500, help="write a sample grid from the fixed noise every N steps")
@@ -90,39 +121,57 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
 
 
 def parse_args(parser, variant, argv=None):
-    """Parse flags; with --resume, saved flags become the defaults and an explicit conflicting flag is refused."""
+    """Parse and validate flags; with --resume, saved flags become the defaults and an explicit conflicting flag
+    is refused. Nothing is written before this has passed."""
     args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "ckpt_every", "sample_every", "log_every", "keep_ckpts", "width", "z_dim",
-                 "eval_samples"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.eval_every < 0:
-        parser.error("--eval_every must be 0 (never) or positive")
-    if args.resume is None:
-        _check_shapes(args)
-        return args
-    saved = read_config(args.resume)
-    if saved.get("variant") != variant:
-        raise RunError(f"{args.resume} is a {saved.get('variant')} run; resume it with {saved.get('variant')}.py, "
-                       f"not {variant}.py.")
-    known = {a.dest for a in parser._actions}
-    parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k not in ("resume", "out_dir")})
-    args = parser.parse_args(argv)
-    for key in sorted(known - RESUMABLE_FLAGS - {"help"}):
-        if key in saved and getattr(args, key) != saved[key]:
-            raise RunError(f"--{key} {getattr(args, key)} conflicts with the saved run's {saved[key]}; "
-                           f"drop the flag to resume {args.resume}, or start a new run.")
+    if args.resume is not None:
+        saved = read_config(args.resume)
+        if saved.get("variant") != variant:
+            raise RunError(f"{args.resume} is a {saved.get('variant')} run; resume it with "
+                           f"{saved.get('variant')}.py, not {variant}.py.")
+        known = {a.dest for a in parser._actions}
+        parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k not in ("resume", "out_dir")})
+        args = parser.parse_args(argv)
+        for key in sorted(known - RESUMABLE_FLAGS - {"help"}):
+            if key in saved and getattr(args, key) != saved[key]:
+                raise RunError(f"--{key} {getattr(args, key)} conflicts with the saved run's {saved[key]}; "
+                               f"drop the flag to resume {args.resume}, or start a new run.")
+    problem = flag_problem(args)
+    if problem:
+        raise RunError(problem)
     return args
 
 
-def _check_shapes(args):
+# Checked for every script that has the flag: (flags, test, what the value must be).
+_FLAG_RULES = [
+    (("steps", "batch_size", "ckpt_every", "sample_every", "log_every", "keep_ckpts", "width", "z_dim",
+      "n_critic", "eval_samples"), lambda v: v >= 1, "at least 1"),
+    (("eval_every", "minutes"), lambda v: v >= 0, "0 (off) or positive"),
+    (("lr", "clip"), lambda v: v > 0, "positive"),
+    (("gp_weight",), lambda v: v >= 0, "0 or positive"),
+    (("beta1", "beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("seed",), lambda v: 0 <= v < 2 ** 31, "in [0, 2^31)"),
+]
+
+
+def flag_problem(args):
+    """One sentence about the first invalid flag, or None."""
+    for names, ok, what in _FLAG_RULES:
+        for name in names:
+            value = getattr(args, name, None)
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                return f"--{name} must be {what}, not {value}."
     try:
         ops.base_size(args.image_size)
     except ValueError as e:
-        raise RunError(str(e)) from None
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if args.batch_size % replicas:
-        raise RunError(f"--batch_size {args.batch_size} does not split evenly over {replicas} devices.")
+        return str(e)
+    if args.eval_every:
+        import metrics  # only runs that evaluate need it (metrics imports this module, not the other way round)
+        try:
+            metrics.check_eval_args(args.eval_samples, args.metric)
+        except RunError as e:
+            return str(e)
+    return None
 
 
 def read_config(run_dir):
@@ -145,7 +194,7 @@ def read_config(run_dir):
 
 
 def _write_json(path, obj):
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -164,45 +213,82 @@ def _git_commit():
     return (commit + ("-dirty" if dirty else "")) or None
 
 
-# ------------------------------------------------------------------------------------------------ run set-up
-def start_run(args, variant):
-    """Seed, set determinism, and choose the run directory and its config; writes nothing (see save_config)."""
-    keras.utils.set_random_seed(args.seed)  # Python, NumPy and TF global seeds (weight initialisation)
-    if args.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if args.resume:
-        config = read_config(args.resume)
-        config.update({k: getattr(args, k) for k in RESUMABLE_FLAGS - {"resume", "out_dir"}})
-        config.setdefault("resumed", []).append(_now())
-        return args.resume, config
-    run_dir = args.out_dir or os.path.join("runs", f"{variant}-{args.dataset}-{_now()}")
-    if os.path.exists(os.path.join(run_dir, "config.json")):
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
-                       "--out_dir.")
-    config = {k: v for k, v in vars(args).items() if k not in ("resume", "out_dir")}
-    config.update(variant=variant, created=_now(), git_commit=_git_commit(), versions={
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "numpy": np.__version__})
-    return run_dir, config
-
-
-def save_config(run_dir, config):
-    """Create the run directory and write config.json: called once the data has loaded, so that bad input leaves
-    no half-made run behind."""
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        _write_json(os.path.join(run_dir, "config.json"), config)
-    except OSError as e:
-        raise RunError(f"cannot write the run directory {run_dir} ({e.strerror}).") from None
-
-
 def _now():
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def strategy():
-    """The tf.distribute strategy: the default (one device) strategy for now; see README, 'Many devices'."""
-    return tf.distribute.get_strategy()
+# ------------------------------------------------------------------------------------ devices and precision
+_MIRRORED = {}  # devices -> the process's MirroredStrategy over them
+
+
+def make_strategy(args):
+    """The tf.distribute strategy named by --strategy. Call it first: a multi-worker strategy must be created
+    before any other TensorFlow work, and the batch-size check needs the number of replicas in use."""
+    name = args.strategy
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise RunError("--strategy multi_worker needs the TF_CONFIG environment variable that lists the "
+                           "workers (see README, 'Many GPUs and machines').")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if name == "auto":
+            name = "mirrored" if len(gpus) >= 2 else "one"
+        if name == "one":
+            strategy = tf.distribute.get_strategy()  # the default strategy: one device, no overhead
+        else:  # all local GPUs; without GPUs, all logical CPU devices (how the tests run several devices)
+            devices = tuple(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+            # One per process: a second MirroredStrategy over the same devices (main() called twice, as the tests
+            # do) restarts the collectives' instance keys, and its all-reduces then collide with the first's.
+            strategy = _MIRRORED.setdefault(devices, tf.distribute.MirroredStrategy(devices)) \
+                if devices not in _MIRRORED else _MIRRORED[devices]
+    replicas = strategy.num_replicas_in_sync
+    if args.batch_size % replicas:
+        raise RunError(f"--batch_size {args.batch_size} does not split evenly over the {replicas} devices in use; "
+                       f"use a multiple of {replicas}.")
+    if args.xla and replicas > 1:
+        # Synchronized BatchNorm all-reduces inside the per-device computation, and a collective cannot sit
+        # inside a nested jit_compile function; XLA here compiles per-device work only.
+        raise RunError(f"--xla compiles one device's train step and cannot include the BatchNorm statistics "
+                       f"synchronized across the {replicas} devices in use; drop --xla or use --strategy one.")
+    return strategy
+
+
+def set_precision(precision):
+    """Keras' global dtype policy, set before the networks are built. Mixed policies keep the variables in float32
+    and compute in bfloat16/float16; the networks' outputs (ops.py), the losses, LayerNorm's statistics and the
+    gradient penalty's norm stay in float32."""
+    keras.mixed_precision.set_global_policy(PRECISIONS[precision])
+
+
+def prepare_optimizers(args, *pairs):
+    """Wrap each optimizer for fp16 (dynamic loss scaling, so small gradients do not underflow) and create its
+    slots for its model's variables now, so that a restore fills them. pairs: (optimizer, model), ..."""
+    prepared = []
+    for optimizer, model in pairs:
+        if args.precision == "fp16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        prepared.append(optimizer)
+    return prepared
+
+
+def loss_scale(optimizer):
+    """The current fp16 loss scale of an optimizer (1.0 without loss scaling), as a float32 tensor."""
+    scale = getattr(optimizer, "dynamic_scale", None)
+    return tf.constant(1.0) if scale is None else tf.cast(scale, tf.float32)
+
+
+def distribute_dataset(strategy, args, start_batch):
+    """The training data as a distributed dataset: replica r of R reads slice r of each global batch, so the
+    sequence of global batches is the same for any number of replicas (and a resume continues it exactly)."""
+    def dataset_fn(context):
+        local = context.num_replicas_in_sync // context.num_input_pipelines  # replicas fed by this worker
+        first = context.input_pipeline_id * local
+        return data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size,
+                                 seed=args.seed, start_batch=start_batch, parts=context.num_replicas_in_sync,
+                                 take=range(first, first + local))
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def fixed_noise(seed, z_dim, n=SAMPLE_GRID * SAMPLE_GRID):
@@ -215,42 +301,202 @@ def noise(n, z_dim, seed):
     return tf.random.stateless_normal([n, z_dim], seed=[seed, 104729])
 
 
+# ------------------------------------------------------------------------------------------------ run set-up
+class Run:
+    """Seeding, determinism, precision and the run directory. Only the chief writes the run directory; another
+    worker of a multi-worker run writes its share of each checkpoint into a temporary directory (removed in
+    close()), because every worker must take part in a save."""
+
+    def __init__(self, args, variant, strategy):
+        keras.utils.set_random_seed(args.seed)  # Python, NumPy and TF global seeds (weight initialisation)
+        if args.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        set_precision(args.precision)
+        self.args, self.variant, self.strategy = args, variant, strategy
+        resolver = getattr(strategy, "cluster_resolver", None)
+        task = (resolver.task_type, resolver.task_id) if resolver is not None and resolver.task_type else None
+        cluster = resolver.cluster_spec().as_dict() if task else {}
+        self.chief = task is None or task[0] == "chief" or (task == ("worker", 0) and "chief" not in cluster)
+        if args.resume:
+            self.dir = args.resume
+            self.config = read_config(args.resume)
+            self.config.update({k: getattr(args, k) for k in RESUMABLE_FLAGS - {"resume", "out_dir"}})
+            self.config.setdefault("resumed", []).append(_now())
+        else:
+            self.dir = args.out_dir or os.path.join("runs", f"{variant}-{args.dataset}-{_now()}")
+            if self.chief and os.path.exists(os.path.join(self.dir, "config.json")):
+                raise RunError(f"{self.dir} already holds a run; continue it with --resume {self.dir} or choose "
+                               "another --out_dir.")
+            self.config = {k: v for k, v in vars(args).items() if k not in ("resume", "out_dir")}
+            self.config.update(variant=variant, created=_now(), git_commit=_git_commit(), versions={
+                "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+                "numpy": np.__version__})
+        self.config["replicas"] = strategy.num_replicas_in_sync
+        self.write_dir = self.dir if self.chief else tempfile.mkdtemp(prefix=f"{variant}-worker-")
+
+    def save_config(self):
+        """Create the run directory and write config.json: called once the data has loaded, so that bad input
+        leaves no half-made run behind."""
+        if not self.chief:
+            return
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            _write_json(os.path.join(self.dir, "config.json"), self.config)
+        except OSError as e:
+            raise RunError(f"cannot write the run directory {self.dir} ({e.strerror}).") from None
+
+    def close(self):
+        if not self.chief:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
+
+    def checkpoints(self, **objects):
+        """The run's Checkpoints over `objects` (networks, optimizers, random generator, Progress.state)."""
+        return Checkpoints(self.write_dir, self.args.keep_ckpts, read_dir=self.dir, **objects)
+
+
+# ----------------------------------------------------------------------------------------- progress on device
+class Progress:
+    """The run's clock and data position, advanced inside the compiled train step so that the loop never reads
+    the device between steps, and a record, made in the graph, of the first step with a non-finite value.
+
+    Create it inside strategy.scope(). A step counts as diverged when one of its metrics is NaN or Inf and every
+    update of the step was applied: fp16's loss scaler skips an update whose scaled gradients overflowed (and
+    lowers the scale), which is its normal working, not a divergence.
+    """
+
+    def __init__(self, **optimizers):
+        def variable(value, dtype):
+            return tf.Variable(value, dtype=dtype, trainable=False)
+        self.step = variable(0, tf.int64)  # generator steps: the run's clock (optimizer.iterations is not)
+        self.batches = variable(0, tf.int64)  # real batches drawn: the data position
+        self.train_seconds = variable(0.0, tf.float64)  # training time so far, written at each save
+        self.state = {"step": self.step, "batches": self.batches, "train_seconds": self.train_seconds}
+        self.optimizers = optimizers  # name -> optimizer, e.g. generator=g_opt, critic=c_opt
+        self._updates = variable(0, tf.int64)  # updates the optimizers have applied, at the last step's end
+        self._bad_step = variable(-1, tf.int64)  # the first diverged step, or -1
+        self._bad_index = variable(0, tf.int32)
+        self._bad_value = variable(0.0, tf.float32)
+        self._names = []
+
+    def _applied_updates(self):
+        return tf.add_n([tf.cast(o.iterations, tf.int64) for o in self.optimizers.values()])
+
+    def advance(self, metrics, critic_updates):
+        """End of a train step, in the graph: count the step and its real batches, record a divergence. Returns
+        the metrics, with fp16's loss scales added."""
+        metrics = {**metrics, **{f"loss_scale/{name}": loss_scale(o) for name, o in self.optimizers.items()
+                                 if hasattr(o, "dynamic_scale")}}
+        self._names = list(metrics)
+        values = tf.stack([tf.cast(v, tf.float32) for v in metrics.values()])
+        finite = tf.math.is_finite(values)
+        updates = self._applied_updates()
+        all_applied = tf.equal(updates - self._updates, tf.cast(critic_updates, tf.int64) + 1)
+        self._updates.assign(updates)
+        self.step.assign_add(1)
+        self.batches.assign_add(tf.cast(critic_updates, tf.int64))
+        first = tf.logical_and(tf.logical_and(all_applied, tf.logical_not(tf.reduce_all(finite))),
+                               self._bad_step < 0)
+        index = tf.argmin(tf.cast(finite, tf.int32), output_type=tf.int32)
+        self._bad_step.assign(tf.where(first, self.step, self._bad_step))
+        self._bad_index.assign(tf.where(first, index, self._bad_index))
+        self._bad_value.assign(tf.where(first, values[index], self._bad_value))
+        return metrics
+
+    def sync(self):
+        """After a restore: the optimizers' update counts are the new reference."""
+        self._updates.assign(self._applied_updates())
+
+    def check(self):
+        """Raise NonFiniteError if a step diverged (reads the device: call it where the loop syncs anyway)."""
+        step = int(self._bad_step.numpy())
+        if step >= 0:
+            raise NonFiniteError(f"At step {step} {self._names[int(self._bad_index.numpy())]} became "
+                                 f"{float(self._bad_value.numpy())}, so training stopped.")
+
+
+def check_finite_weights(step, objects):
+    """NonFiniteError naming the first variable of `objects` (models, optimizers) that holds NaN or Inf."""
+    for name, obj in objects.items():
+        for v in getattr(obj, "variables", []):
+            if tf.as_dtype(v.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(v))):
+                raise NonFiniteError(f"At step {step} {name}'s variable {getattr(v, 'path', v.name)} holds NaN or "
+                                     "Inf, so training stopped.")
+
+
 # --------------------------------------------------------------------------------------------- checkpoints
 class Checkpoints:
-    """tf.train.Checkpoint + CheckpointManager over everything a resumed run needs to continue as if never stopped."""
+    """tf.train.Checkpoint + CheckpointManager over everything a resumed run needs to continue as if never stopped.
 
-    def __init__(self, run_dir, keep, **objects):
+    A save never writes a non-finite state, and a failed save (full disk, unwritable directory) ends with one
+    sentence while the checkpoints already there stay intact: TensorFlow writes each checkpoint under a temporary
+    name and switches the `checkpoint` index file atomically, so a kill at any moment leaves the previous one.
+    """
+
+    def __init__(self, run_dir, keep, read_dir=None, **objects):
         # The best score so far travels with the run, so that a resumed run keeps comparing against it.
         self.best_score = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
+        self.objects = objects
         self.checkpoint = tf.train.Checkpoint(best_score=self.best_score, **objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(run_dir, "ckpt"), max_to_keep=keep,
                                                   checkpoint_name="ckpt")
         self.best = tf.train.CheckpointManager(self.checkpoint, os.path.join(run_dir, "ckpt_best"), max_to_keep=1,
                                                checkpoint_name="ckpt")
+        self.read_dir = read_dir or run_dir
+
+    def _save(self, manager, step):
+        check_finite_weights(step, self.objects)
+        try:
+            manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as e:
+            kept = manager.latest_checkpoint
+            raise RunError(f"cannot save the checkpoint of step {step} in {manager.directory} ({_first_line(e)}); "
+                           f"the checkpoints already there are intact (newest: {kept or 'none'}), so free space or "
+                           "fix permissions and continue with --resume.") from None
 
     def save_if_best(self, step, score):
         """Keep this step in ckpt_best/ if its score (lower is better) beats every earlier one; True if it did."""
         if not score < float(self.best_score):  # also False for NaN
             return False
         self.best_score.assign(score)
-        self.best.save(checkpoint_number=step)
+        self._save(self.best, step)
         return True
 
     def save(self, step):
         """Save as ckpt-<step>, unless that step is already saved (a final save right after a periodic one)."""
         latest = self.manager.latest_checkpoint
         if latest is None or not latest.endswith(f"ckpt-{step}"):
-            self.manager.save(checkpoint_number=step)
+            self._save(self.manager, step)
 
     def restore_latest(self):
-        path = self.manager.latest_checkpoint
-        if path is None:
-            raise RunError(f"{os.path.dirname(self.manager.directory)} has no checkpoint to resume from yet.")
-        try:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data
-            raise RunError(f"{path} does not fit this script's networks and optimizers ({_first_line(e)}).") from None
-        return path
+        """Restore the newest readable checkpoint; None if the run has none yet (a run stopped before its first
+        checkpoint starts again from step 0). A damaged newest checkpoint falls back to the one before it."""
+        state = tf.train.get_checkpoint_state(os.path.join(self.read_dir, "ckpt"))
+        paths = list(reversed(state.all_model_checkpoint_paths)) if state else []
+        paths = [p if os.path.isabs(p) else os.path.join(self.read_dir, "ckpt", p) for p in paths]
+        first_error = None
+        for path in paths:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data
+                first_error = first_error or (path, e)
+                continue
+            if first_error:
+                print(f"warning: {first_error[0]} cannot be read ({_first_line(first_error[1])}); resumed from "
+                      f"{path} instead.", file=sys.stderr)
+            self._keep_best_of(os.path.join(self.read_dir, "ckpt_best"))
+            return path
+        if first_error:
+            path, e = first_error
+            raise RunError(f"{path} does not fit this script's networks and optimizers ({_first_line(e)}).")
+        return None
+
+    def _keep_best_of(self, best_dir):
+        """The best score is the better of the restored one and ckpt_best/'s: after a crash the newest periodic
+        checkpoint can be older than the best one, and a worse score must not replace the true best."""
+        best = tf.train.latest_checkpoint(best_dir) if os.path.isdir(best_dir) else None
+        if best:
+            stored = tf.train.load_variable(best, "best_score/.ATTRIBUTES/VARIABLE_VALUE")
+            self.best_score.assign(np.fmin(float(self.best_score), float(stored)))
 
 
 def _first_line(e):
@@ -294,29 +540,23 @@ def load_generator(run_dir, step=None, best=False):
 
 # ------------------------------------------------------------------------------------------------- logging
 class Logger:
-    """Progress bar with the current losses, TensorBoard scalars and images, and metrics.jsonl."""
+    """Progress bar with the current losses, TensorBoard scalars and images, and metrics.jsonl.
 
-    def __init__(self, run_dir, total_steps, start_step, every):
+    A resumed run replays the steps after its checkpoint, so their old records (metrics.jsonl lines, TensorBoard
+    events) are dropped first: every tag keeps one line.
+    """
+
+    def __init__(self, run_dir, total_steps, start_step):
         from tqdm import tqdm
+        _drop_history_after(run_dir, start_step)
         self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs"))
         self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                         disable=None)  # None: a bar only on a terminal
-        self.every = every
-        self.last_step, self.last_time = start_step, time.perf_counter()
 
-    def step(self, step, metrics, images_per_step):
-        """Call once per generator step; writes every `every` steps (fetching values only then)."""
-        self.bar.update(1)
-        if step % self.every and step != self.bar.total:
-            return
-        now = time.perf_counter()
-        values = {k: float(v) for k, v in metrics.items()}
-        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-        values.update(steps_per_sec=rate, images_per_sec=rate * images_per_step)
-        self.last_step, self.last_time = step, now
+    def log(self, step, values):
         self.scalars(step, values)
-        shown = {k: f"{v:.4g}" for k, v in values.items() if k != "images_per_sec"}
+        shown = {k: f"{v:.4g}" for k, v in values.items() if k not in ("images_per_sec", "train_seconds")}
         if self.bar.disable:  # no terminal (a log file, a batch job): one line per logging step instead of a bar
             print(f"step {step}/{self.bar.total} " + " ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
         else:
@@ -342,21 +582,44 @@ class Logger:
         self.jsonl.close()
 
 
-class Evaluator:
-    """--eval_every: score --eval_samples generated images with metrics.py and log the scores."""
+def _drop_history_after(run_dir, step):
+    """Remove metrics.jsonl lines and TensorBoard events of steps after `step` (and a line torn by a kill)."""
+    from tensorflow.core.util import event_pb2
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.exists(path):
+        kept = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    pass  # a line torn by kill -9
+        _replace_text(path, "".join(kept))
+    for events in glob.glob(os.path.join(run_dir, "logs", "events.out.tfevents.*")):
+        records, dropped = [], False
+        try:
+            for record in tf.data.TFRecordDataset(events):
+                event = event_pb2.Event.FromString(record.numpy())
+                if event.step > step:
+                    dropped = True
+                else:
+                    records.append(record.numpy())
+        except tf.errors.DataLossError:  # a record torn by kill -9 ends the file
+            dropped = True
+        if dropped:
+            tmp = f"{events}.{os.getpid()}.tmp"
+            with tf.io.TFRecordWriter(tmp) as writer:
+                for record in records:
+                    writer.write(record)
+            os.replace(tmp, events)
 
-    def __init__(self, args):
-        import metrics  # only runs that evaluate need it (and its cached classifier or Inception network)
-        self.metric = args.metric or metrics.default_metric(args.dataset)
-        self.scorer = metrics.make_scorer(self.metric, args.dataset, args.data_dir, args.image_size, args.channels)
-        self.n, self.z_dim, self.seed = args.eval_samples, args.z_dim, args.seed + 1
 
-    def __call__(self, generator, step, logger):
-        """Returns the score to minimise (the scorer's first value)."""
-        scores = self.scorer(generate_images(generator, self.n, self.z_dim, self.seed))
-        logger.scalars(step, {f"eval/{k}": v for k, v in scores.items()})
-        logger.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
-        return next(iter(scores.values()))
+def _replace_text(path, text):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def save_samples(generator, noise, run_dir, step, logger=None):
@@ -370,12 +633,11 @@ def save_samples(generator, noise, run_dir, step, logger=None):
     return path
 
 
+# ---------------------------------------------------------------------------------------------- the loop
 class StopRequest:
-    """Turns Ctrl-C (SIGINT) and SIGTERM into a request that the loop honours between steps.
-
-    A generator step is several tf.function calls (n_critic critic updates, then one generator update); stopping
-    between two of them would save a half-done step and break exact resume. A second Ctrl-C stops at once.
-    """
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a request that the loop honours between steps, so that the
+    checkpoint saved on the way out is of a whole step. A second Ctrl-C stops at once (still saving that
+    checkpoint: a Python signal never lands inside the compiled step)."""
 
     def __init__(self):
         self.requested = False
@@ -390,6 +652,129 @@ class StopRequest:
     def close(self):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+class Training:
+    """Everything around the scripts' train-step calls: the Python step counter, logging, sample grids,
+    evaluation, checkpoints, the --minutes budget, Ctrl-C, and what happens on an error.
+
+        with common.Training(run, ckpt, progress, generator, evaluate) as loop:
+            for step in loop.steps():                      # 0-based index of the step about to run
+                loop.end_step(train_step(...), images=...)
+
+    The loop reads the device only on log, sample, evaluation and checkpoint steps. On a non-finite value it
+    stops with NonFiniteError and saves nothing. On any other error it saves the last completed step (when its
+    state is finite) before the error is reported, unless the error came from inside the compiled step, which
+    may have applied part of that step's updates.
+    """
+
+    def __init__(self, run, ckpt, progress, generator, evaluate=None):
+        self.run, self.args, self.ckpt, self.progress = run, run.args, ckpt, progress
+        self.generator, self.evaluate = generator, evaluate
+        self.step = int(progress.step.numpy())  # the host's copy of the clock, so the loop never reads the device's
+        self.noise = fixed_noise(self.args.seed, self.args.z_dim)
+        self.clock = float(progress.train_seconds.numpy())  # training seconds, evaluation and saving excluded
+        self.in_step = False
+        self.metrics, self.logged = None, self.step
+
+    def __enter__(self):
+        self.progress.sync()
+        self.log = Logger(self.run.write_dir, self.args.steps, self.step)
+        self.stop = StopRequest()
+        self.mark = (self.step, 0, self.clock)  # step, images and clock at the last log line
+        self.images = 0
+        self.started = time.perf_counter()
+        return self
+
+    def seconds(self):
+        return self.clock + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+    def steps(self):
+        budget = self.args.minutes * 60 or float("inf")
+        while self.step < self.args.steps and not self.stop.requested and self.seconds() < budget:
+            self.in_step = True
+            yield self.step
+
+    def end_step(self, metrics, images):
+        self.in_step = False
+        self.step += 1
+        self.images += images
+        self.metrics = metrics
+        self.log.bar.update(1)
+        i, args = self.step, self.args
+
+        def due(every):
+            return every > 0 and i % every == 0
+        log, sample, evaluate, save = (due(args.log_every) or i == args.steps, due(args.sample_every),
+                                       self.evaluate is not None and due(args.eval_every), due(args.ckpt_every))
+        if log or sample or evaluate or save:
+            self._pause()  # reads the metrics: waits for the device to finish this step
+            if log:
+                self._log()
+            if sample and self.run.chief:
+                save_samples(self.generator, self.noise, self.run.dir, i, self.log)
+            if evaluate:  # on every worker, so that all of them take part in saving the best checkpoint
+                score = self.evaluate(self.generator, i, self.log)
+                if not math.isfinite(score):
+                    raise NonFiniteError(f"At step {i} the evaluation score became {score}, so training stopped.")
+                self.ckpt.save_if_best(i, score)  # before the periodic save, which holds the best score
+            if save:
+                self._save()
+            self.started = time.perf_counter()
+
+    def _pause(self):
+        values = {k: float(v) for k, v in self.metrics.items()}
+        self.clock = self.seconds()
+        self.started = None
+        self.progress.check()
+        self.values = values
+
+    def _log(self):
+        step, images, clock = self.mark
+        seconds = max(self.clock - clock, 1e-9)
+        self.log.log(self.step, {**self.values, "steps_per_sec": (self.step - step) / seconds,
+                                 "images_per_sec": (self.images - images) / seconds, "train_seconds": self.clock})
+        self.mark, self.logged = (self.step, self.images, self.clock), self.step
+
+    def _save(self):
+        self.progress.train_seconds.assign(self.clock)
+        self.ckpt.save(int(self.progress.step.numpy()))
+
+    def __exit__(self, kind, error, tb):
+        self.stop.close()
+        try:
+            if error is None:
+                if self.metrics is not None and self.started is not None:
+                    self._pause()
+                    if self.logged != self.step:
+                        self._log()
+                self._save()
+                if self.run.chief:
+                    save_samples(self.generator, self.noise, self.run.dir, self.step, self.log)
+            elif not isinstance(error, NonFiniteError):
+                self._save_after(error)
+        finally:
+            with contextlib.suppress(Exception):  # never hide the error that ended the run
+                self.log.close()
+            self.run.close()
+        return False
+
+    def _save_after(self, error):
+        """Save the last completed step before `error` is reported, if that state is whole and finite."""
+        if self.in_step and isinstance(error, tf.errors.OpError):
+            print(f"error inside step {self.step + 1}, which may have applied part of its updates; the newest "
+                  f"checkpoint ({self.ckpt.manager.latest_checkpoint or 'none yet'}) is where --resume continues.",
+                  file=sys.stderr)
+            return
+        try:
+            if self.started is not None:
+                self.clock, self.started = self.seconds(), None
+            self.progress.check()
+            self._save()
+            print(f"saved the checkpoint of step {int(self.progress.step.numpy())} before stopping on the error below.",
+                  file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 -- the original error is the one to report
+            print(f"could not save a checkpoint before stopping ({e}).", file=sys.stderr)
 
 
 _INFERENCE = weakref.WeakKeyDictionary()  # generator -> its traced inference function, reused across calls

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 import common
-import data
+import metrics
 import ops
 
 VARIANT = "dcgan"
@@ -49,19 +49,28 @@ def generator_loss(d_fake):
     return tf.reshape(tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(d_fake), d_fake), [-1])
 
 
-def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
-    """Returns train_step(iterator): one discriminator and one generator update, and their metrics."""
+def make_optimizers(args, generator, critic):
+    """Two Adams (sharing one between the networks mixes their moment estimates); epsilon 1e-8 as in the reference
+    code, TF1's and PyTorch's default (Keras' is 1e-7)."""
+    def adam():
+        return keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2, epsilon=1e-8)
+    return common.prepare_optimizers(args, (adam(), generator), (adam(), critic))
+
+
+def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress):
+    """Returns train_step(iterator): one discriminator and one generator update in one compiled call."""
     batch = args.batch_size // strategy.num_replicas_in_sync  # per device
     mean = tf.nn.compute_average_loss  # sums per-sample values and divides by the GLOBAL batch size
 
-    def critic_update(real):  # runs on each device
+    def critic_update(real):  # runs on each device, with its own slice of the batch and its own z
         fake = generator(rng.normal([batch, args.z_dim]), training=True)
         with tf.GradientTape() as tape:
             # Real and fake go through the discriminator as separate batches, as in the reference code, so each
             # BatchNorm batch is all real or all fake.
             d_real, d_fake = critic(real, training=True), critic(fake, training=True)
             loss = mean(critic_loss(d_real, d_fake))
-        c_opt.apply_gradients(zip(tape.gradient(loss, critic.trainable_variables), critic.trainable_variables))
+            scaled = c_opt.scale_loss(loss)  # fp16: times the loss scale, which apply_gradients divides out
+        c_opt.apply_gradients(zip(tape.gradient(scaled, critic.trainable_variables), critic.trainable_variables))
         return {"critic_loss": loss, "d_real": mean(tf.sigmoid(tf.reshape(d_real, [-1]))),
                 "d_fake": mean(tf.sigmoid(tf.reshape(d_fake, [-1])))}
 
@@ -69,10 +78,11 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
         with tf.GradientTape() as tape:
             fake = generator(rng.normal([batch, args.z_dim]), training=True)
             loss = mean(generator_loss(critic(fake, training=True)))
-        g_opt.apply_gradients(zip(tape.gradient(loss, generator.trainable_variables), generator.trainable_variables))
+            scaled = g_opt.scale_loss(loss)
+        g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
         return {"generator_loss": loss}
 
-    if args.xla:
+    if args.xla:  # one device only (common.make_strategy): XLA compiles per-device work, never the collectives
         critic_update = tf.function(critic_update, jit_compile=True)
         generator_update = tf.function(generator_update, jit_compile=True)
 
@@ -80,18 +90,12 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_device.items()}
 
     @tf.function
-    def critic_step(real):
-        return reduce(strategy.run(critic_update, args=(real,)))
-
-    @tf.function
-    def generator_step():
-        return reduce(strategy.run(generator_update))
-
-    def train_step(iterator):
+    def train_step(iterator, n_critic=1):  # n_critic: wgan.py's signature; DCGAN takes one update per step
         # (1) discriminator: one update, maximising log D(real) + log(1 - D(G(z)))
-        metrics = critic_step(next(iterator))
+        metrics = reduce(strategy.run(critic_update, args=(next(iterator),)))
         # (2) generator: one update, maximising log D(G(z))
-        return {**metrics, **generator_step()}
+        metrics.update(reduce(strategy.run(generator_update)))
+        return progress.advance(metrics, critic_updates=1)
 
     return train_step
 
@@ -99,53 +103,29 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
 # ------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
-    run_dir, config = common.start_run(args, VARIANT)
-    strategy = common.strategy()
+    strategy = common.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
+    run = common.Run(args, VARIANT, strategy)  # seeds, precision policy, run directory (written below)
     with strategy.scope():
         generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
-        # Two optimizers: sharing one between the networks mixes their moment estimates.
-        g_opt = keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2)
-        c_opt = keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2)
-        g_opt.build(generator.trainable_variables)  # create the slots now, so a restore fills them
-        c_opt.build(critic.trainable_variables)
-        rng = tf.random.Generator.from_seed(args.seed)  # z; its state is checkpointed
-        step = tf.Variable(0, dtype=tf.int64, trainable=False)  # generator steps, the run's clock
-        batches = tf.Variable(0, dtype=tf.int64, trainable=False)  # real batches used: the data position
-    ckpt = common.Checkpoints(run_dir, args.keep_ckpts, generator=generator, critic=critic, g_opt=g_opt,
-                              c_opt=c_opt, rng=rng, step=step, batches=batches)
+        g_opt, c_opt = make_optimizers(args, generator, critic)
+        rng = tf.random.Generator.from_seed(args.seed)  # z, a stream per device; checkpointed
+        progress = common.Progress(generator=g_opt, critic=c_opt)  # generator steps and data position, kept on the device
+    ckpt = run.checkpoints(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, rng=rng, **progress.state)
     if args.resume:
-        print(f"resumed from {ckpt.restore_latest()} at step {int(step)}")
-    dataset = data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size,
-                                seed=args.seed, start_batch=int(batches))  # continues the data order exactly
-    evaluate = common.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
-    common.save_config(run_dir, config)  # only now: bad data or an unavailable metric leave no run behind
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    train_step = make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng)
-    noise = common.fixed_noise(args.seed, args.z_dim)
-    log = common.Logger(run_dir, args.steps, int(step), args.log_every)
-    print(f"{VARIANT}: generator {ops.count_params(generator):,} and critic {ops.count_params(critic):,} parameters; "
-          f"run directory {run_dir}")
-    stop = common.StopRequest()  # Ctrl-C ends the loop between steps, so the checkpoint below is exact
-    try:
-        while int(step) < args.steps and not stop.requested:
-            metrics = train_step(iterator)
-            step.assign_add(1)
-            batches.assign_add(1)
-            i = int(step)
-            log.step(i, metrics, images_per_step=args.batch_size)
-            if i % args.sample_every == 0:
-                common.save_samples(generator, noise, run_dir, i, log)
-            if evaluate and i % args.eval_every == 0:  # before the periodic save, which holds the best score
-                ckpt.save_if_best(i, evaluate(generator, i, log))
-            if i % args.ckpt_every == 0:
-                ckpt.save(i)
-        ckpt.save(int(step))
-        common.save_samples(generator, noise, run_dir, int(step), log)
-    finally:
-        stop.close()
-        log.close()
-    print(f"{'stopped' if stop.requested else 'finished'} at step {int(step)}; checkpoint in {run_dir}/ckpt")
+        print(f"resumed from {ckpt.restore_latest() or 'the start (no checkpoint yet)'} at step {int(progress.step.numpy())}")
+    # Continues the data order exactly; each device reads its slice of every global batch.
+    dataset = common.distribute_dataset(strategy, args, start_batch=int(progress.batches.numpy()))
+    evaluate = metrics.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
+    run.save_config()  # only now: bad data or an unavailable metric leave no run behind
+    train_step = make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
+    print(f"{VARIANT}: generator {ops.count_params(generator):,} and critic {ops.count_params(critic):,} parameters "
+          f"on {strategy.num_replicas_in_sync} device(s), {args.precision}; run directory {run.dir}")
+    iterator = iter(dataset)
+    with common.Training(run, ckpt, progress, generator, evaluate) as loop:
+        for _ in loop.steps():
+            loop.end_step(train_step(iterator), images=args.batch_size)
+    print(f"{'finished' if loop.step >= args.steps else 'stopped'} at step {loop.step}; checkpoints in {run.dir}/ckpt")
 
 
 if __name__ == "__main__":

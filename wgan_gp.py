@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 import common
-import data
+import metrics
 import ops
 
 VARIANT = "wgan_gp"
@@ -52,37 +52,49 @@ def interpolation_eps(rng, batch_size):
     return rng.uniform([batch_size, 1, 1, 1], 0.0, 1.0)
 
 
-def gradient_penalty(critic, real, fake, eps, target=1.0):
+def gradient_penalty(critic, real, fake, eps, target=1.0, scale=1.0):
     """Per-sample (||grad D(x_hat)||_2 / target - 1)^2 at x_hat = eps * real + (1 - eps) * fake, and the norms.
 
     With the paper's target 1 this is (||grad|| - 1)^2. Another target is scaled as in TF-GAN and Karras et al.
-    2018, (||grad|| - target)^2 / target^2, so that lambda keeps its meaning.
+    2018, (||grad|| - target)^2 / target^2, so that lambda keeps its meaning. `scale` is fp16's loss scale: the
+    inner backward pass runs on D * scale, so that its float16 gradients do not underflow, and is unscaled in
+    float32 before the norm (the PyTorch AMP notes' recipe, "gradient penalty"); an overflow gives Inf, and the
+    loss-scaling optimizer then skips the update and lowers the scale.
     """
     x_hat = eps * real + (1.0 - eps) * fake
     with tf.GradientTape() as tape:
         tape.watch(x_hat)
-        d_hat = critic(x_hat, training=True)
+        d_hat = critic(x_hat, training=True) * scale
     # d_hat's samples are independent (no BatchNorm), so the gradient of their sum is each sample's own gradient.
-    grad = tf.cast(tape.gradient(d_hat, x_hat), tf.float32)
+    grad = tf.cast(tape.gradient(d_hat, x_hat), tf.float32) / scale
     # The norm runs over ALL non-batch axes (H, W, C); taking it over one axis is a common bug. The 1e-12 keeps
     # the gradient of sqrt finite where grad is exactly zero.
     norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=list(range(1, grad.shape.rank))) + 1e-12)
     return tf.square(norm / target - 1.0), norm
 
 
-def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
-    """Returns train_step(iterator, n_critic): one generator iteration of Algorithm 1, and its metrics."""
+def make_optimizers(args, generator, critic):
+    """Two Adams, as in Algorithm 1 (sharing one between the networks mixes their moment estimates); epsilon 1e-8
+    as in the authors' TF1 code (Keras' default is 1e-7; its Adam has TF1's epsilon-hat form)."""
+    def adam():
+        return keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2, epsilon=1e-8)
+    return common.prepare_optimizers(args, (adam(), generator), (adam(), critic))
+
+
+def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress):
+    """Returns train_step(iterator, n_critic): one generator iteration of Algorithm 1 in one compiled call."""
     batch = args.batch_size // strategy.num_replicas_in_sync  # per device
     mean = tf.nn.compute_average_loss  # sums per-sample values and divides by the GLOBAL batch size
 
-    def critic_update(real):  # runs on each device
+    def critic_update(real):  # runs on each device, with its own slice of the batch and its own z and epsilon
         fake = generator(rng.normal([batch, args.z_dim]), training=True)
         eps = interpolation_eps(rng, batch)
         with tf.GradientTape() as tape:
             d_real, d_fake = critic(real, training=True), critic(fake, training=True)
-            penalty, grad_norm = gradient_penalty(critic, real, fake, eps)
+            penalty, grad_norm = gradient_penalty(critic, real, fake, eps, scale=common.loss_scale(c_opt))
             loss = mean(critic_loss(d_real, d_fake) + args.gp_weight * penalty)
-        c_opt.apply_gradients(zip(tape.gradient(loss, critic.trainable_variables), critic.trainable_variables))
+            scaled = c_opt.scale_loss(loss)  # fp16: times the loss scale, which apply_gradients divides out
+        c_opt.apply_gradients(zip(tape.gradient(scaled, critic.trainable_variables), critic.trainable_variables))
         return {"critic_loss": loss, "wasserstein": -mean(critic_loss(d_real, d_fake)),
                 "gradient_penalty": mean(penalty), "grad_norm": mean(grad_norm)}
 
@@ -90,10 +102,11 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
         with tf.GradientTape() as tape:
             fake = generator(rng.normal([batch, args.z_dim]), training=True)
             loss = mean(generator_loss(critic(fake, training=True)))
-        g_opt.apply_gradients(zip(tape.gradient(loss, generator.trainable_variables), generator.trainable_variables))
+            scaled = g_opt.scale_loss(loss)
+        g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
         return {"generator_loss": loss}
 
-    if args.xla:
+    if args.xla:  # one device only (common.make_strategy): XLA compiles per-device work, never the collectives
         critic_update = tf.function(critic_update, jit_compile=True)
         generator_update = tf.function(generator_update, jit_compile=True)
 
@@ -101,19 +114,16 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_device.items()}
 
     @tf.function
-    def critic_step(real):
-        return reduce(strategy.run(critic_update, args=(real,)))
-
-    @tf.function
-    def generator_step():
-        return reduce(strategy.run(generator_update))
-
     def train_step(iterator, n_critic):
-        # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake) - lambda * penalty
-        for _ in range(n_critic):
-            metrics = critic_step(next(iterator))
+        # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake) - lambda * penalty.
+        #     A graph loop over a tensor n_critic: one call per generator step, traced once; the last update's
+        #     metrics are the ones logged.
+        metrics = reduce(strategy.run(critic_update, args=(next(iterator),)))
+        for _ in tf.range(n_critic - 1):
+            metrics = reduce(strategy.run(critic_update, args=(next(iterator),)))
         # (2) generator: one update, maximising D(G(z))
-        return {**metrics, **generator_step()}
+        metrics.update(reduce(strategy.run(generator_update)))
+        return progress.advance(metrics, critic_updates=n_critic)
 
     return train_step
 
@@ -121,53 +131,29 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng):
 # ------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
-    run_dir, config = common.start_run(args, VARIANT)
-    strategy = common.strategy()
+    strategy = common.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
+    run = common.Run(args, VARIANT, strategy)  # seeds, precision policy, run directory (written below)
     with strategy.scope():
         generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
-        # Two optimizers: sharing one between the networks mixes their moment estimates.
-        g_opt = keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2)
-        c_opt = keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2)
-        g_opt.build(generator.trainable_variables)  # create the slots now, so a restore fills them
-        c_opt.build(critic.trainable_variables)
-        rng = tf.random.Generator.from_seed(args.seed)  # z and epsilon; its state is checkpointed
-        step = tf.Variable(0, dtype=tf.int64, trainable=False)  # generator steps (optimizer.iterations is not:
-        batches = tf.Variable(0, dtype=tf.int64, trainable=False)  # the critic's counts n_critic per step)
-    ckpt = common.Checkpoints(run_dir, args.keep_ckpts, generator=generator, critic=critic, g_opt=g_opt,
-                              c_opt=c_opt, rng=rng, step=step, batches=batches)
+        g_opt, c_opt = make_optimizers(args, generator, critic)
+        rng = tf.random.Generator.from_seed(args.seed)  # z and epsilon, a stream per device; checkpointed
+        progress = common.Progress(generator=g_opt, critic=c_opt)  # generator steps and data position, kept on the device
+    ckpt = run.checkpoints(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, rng=rng, **progress.state)
     if args.resume:
-        print(f"resumed from {ckpt.restore_latest()} at step {int(step)}")
-    dataset = data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size,
-                                seed=args.seed, start_batch=int(batches))  # continues the data order exactly
-    evaluate = common.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
-    common.save_config(run_dir, config)  # only now: bad data or an unavailable metric leave no run behind
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    train_step = make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng)
-    noise = common.fixed_noise(args.seed, args.z_dim)
-    log = common.Logger(run_dir, args.steps, int(step), args.log_every)
-    print(f"{VARIANT}: generator {ops.count_params(generator):,} and critic {ops.count_params(critic):,} parameters; "
-          f"run directory {run_dir}")
-    stop = common.StopRequest()  # Ctrl-C ends the loop between steps, so the checkpoint below is exact
-    try:
-        while int(step) < args.steps and not stop.requested:
-            metrics = train_step(iterator, args.n_critic)
-            step.assign_add(1)
-            batches.assign_add(args.n_critic)
-            i = int(step)
-            log.step(i, metrics, images_per_step=args.batch_size * args.n_critic)
-            if i % args.sample_every == 0:
-                common.save_samples(generator, noise, run_dir, i, log)
-            if evaluate and i % args.eval_every == 0:  # before the periodic save, which holds the best score
-                ckpt.save_if_best(i, evaluate(generator, i, log))
-            if i % args.ckpt_every == 0:
-                ckpt.save(i)
-        ckpt.save(int(step))
-        common.save_samples(generator, noise, run_dir, int(step), log)
-    finally:
-        stop.close()
-        log.close()
-    print(f"{'stopped' if stop.requested else 'finished'} at step {int(step)}; checkpoint in {run_dir}/ckpt")
+        print(f"resumed from {ckpt.restore_latest() or 'the start (no checkpoint yet)'} at step {int(progress.step.numpy())}")
+    # Continues the data order exactly; each device reads its slice of every global batch.
+    dataset = common.distribute_dataset(strategy, args, start_batch=int(progress.batches.numpy()))
+    evaluate = metrics.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
+    run.save_config()  # only now: bad data or an unavailable metric leave no run behind
+    train_step = make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
+    print(f"{VARIANT}: generator {ops.count_params(generator):,} and critic {ops.count_params(critic):,} parameters "
+          f"on {strategy.num_replicas_in_sync} device(s), {args.precision}; run directory {run.dir}")
+    iterator = iter(dataset)
+    with common.Training(run, ckpt, progress, generator, evaluate) as loop:
+        for _ in loop.steps():
+            loop.end_step(train_step(iterator, tf.constant(args.n_critic)), images=args.batch_size * args.n_critic)
+    print(f"{'finished' if loop.step >= args.steps else 'stopped'} at step {loop.step}; checkpoints in {run.dir}/ckpt")
 
 
 if __name__ == "__main__":

@@ -34,3 +34,11 @@ def tiny_fashion(tmp_path_factory):
         with gzip.open(os.path.join(d, f"{split}-labels-idx1-ubyte.gz"), "wb") as f:
             f.write(struct.pack(">II", 0x00000801, n) + labels.tobytes())
     return d
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """main() sets Keras' global dtype policy from --precision; later tests must not inherit a mixed one."""
+    yield
+    import keras
+    keras.mixed_precision.set_global_policy("float32")

@@ -1,53 +1,152 @@
-"""The train steps under a two-device MirroredStrategy (two logical CPUs), as a later multi-GPU flag would run them."""
+"""Several devices and machines: --strategy mirrored on two logical CPU devices, and --strategy multi_worker as two
+processes on 127.0.0.1, the way several GPUs or machines run the same scripts."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+import tensorflow as tf
+
 from conftest import ROOT
 
-SCRIPT = r'''
-import json, sys
+TINY = ["--image_size", "28", "--width", "8", "--batch_size", "16", "--z_dim", "16", "--log_every", "1"]
+
+# Runs in a fresh interpreter: logical devices must be configured before TensorFlow starts.
+MIRRORED = r'''
+import json, os, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras, numpy as np
-import ops, dcgan, wgan, wgan_gp
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-out = {"replicas": strategy.num_replicas_in_sync}
+import numpy as np
+import common, dcgan, ops, sample, wgan, wgan_gp
+data_dir, out, tiny = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+result = {}
+
+# Each script through main(): train with a checkpoint, resume, then sample.py on one device.
 for module in (dcgan, wgan, wgan_gp):
-    args = module.parse_args(["--image_size", "28", "--width", "8", "--batch_size", "16", "--z_dim", "16"])
-    with strategy.scope():  # the same builders and step as the scripts use; only the strategy differs
+    name = module.__name__
+    run_dir = os.path.join(out, name)
+    base = ["--data_dir", data_dir, *tiny, "--strategy", "mirrored", "--ckpt_every", "2", "--sample_every", "2"]
+    module.main(base + ["--steps", "2", "--out_dir", run_dir] + ["--no-critic_warmup"] * (module is wgan))
+    module.main(["--resume", run_dir, "--steps", "3"])
+    grid = sample.main([run_dir, "--out", os.path.join(out, name + ".png")])
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    result[name] = {"replicas": config["replicas"], "strategy": config["strategy"],
+                    "ckpt": tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt")), "grid": os.path.exists(grid),
+                    "steps": [r["step"] for r in rows if "critic_loss" in r],
+                    "finite": bool(all(np.isfinite(v) for r in rows for v in r.values()))}
+
+# The train steps keep every variable's copies equal (all-reduced updates; WGAN's clip in cross-replica context).
+for module in (dcgan, wgan, wgan_gp):
+    args = module.parse_args(["--data_dir", data_dir, *tiny, "--strategy", "mirrored"])
+    strategy = common.make_strategy(args)
+    with strategy.scope():
         g = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
         c = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
-        g_opt, c_opt = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3)
-        g_opt.build(g.trainable_variables); c_opt.build(c.trainable_variables)
+        g_opt, c_opt = module.make_optimizers(args, g, c)
         rng = tf.random.Generator.from_seed(0)
-    real = tf.random.stateless_uniform([8, 16, 28, 28, 1], seed=[0, 1], minval=-1, maxval=1)
-    it = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(real)))
-    step = module.make_train_step(args, strategy, g, c, g_opt, c_opt, rng)
-    metrics = step(it) if module is dcgan else step(it, 2)
+        progress = common.Progress(generator=g_opt, critic=c_opt)
+    it = iter(common.distribute_dataset(strategy, args, start_batch=0))
+    step = module.make_train_step(args, strategy, g, c, g_opt, c_opt, rng, progress)
+    step(it, tf.constant(2))
     copies = [[x.numpy() for x in strategy.experimental_local_results(v.value)] for v in g.variables + c.variables]
-    out[module.__name__] = {
-        "finite": all(np.isfinite(float(v)) for v in metrics.values()),
-        "copies": min(len(x) for x in copies),
-        "in_sync": all(np.array_equal(x[0], y) for x in copies for y in x[1:]),
-        "max_critic_weight": max(float(tf.reduce_max(tf.abs(w))) for w in c.trainable_variables),
-    }
-print(json.dumps(out))
+    result[module.__name__]["copies"] = min(len(x) for x in copies)
+    result[module.__name__]["in_sync"] = all(np.array_equal(x[0], y) for x in copies for y in x[1:])
+    result[module.__name__]["max_critic_weight"] = max(float(tf.reduce_max(tf.abs(w))) for w in c.trainable_variables)
+
+# Every replica draws its own noise from the checkpointed generator.
+z = strategy.run(lambda: rng.normal([4, 3]))
+a, b = (x.numpy() for x in strategy.experimental_local_results(z))
+result["z_differ"] = bool(not np.allclose(a, b))
+
+# Replica r reads slice r of each global batch: together they are the one-device batch, in the same order.
+one = iter(common.distribute_dataset(tf.distribute.get_strategy(), args, start_batch=5))
+two = iter(common.distribute_dataset(strategy, args, start_batch=5))
+same = []
+for _ in range(8):  # crosses the epoch boundary (96 images, 6 batches per epoch)
+    parts = strategy.experimental_local_results(next(two))
+    same.append(bool(np.array_equal(np.concatenate([p.numpy() for p in parts]), next(one).numpy())))
+result["global_batches_equal"] = same
+result["slice_shapes"] = [list(p.shape) for p in parts]
+print(json.dumps(result))
 '''
 
 
-def test_train_steps_run_mirrored_over_two_devices():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT)
+
+
+def test_every_script_trains_resumes_and_samples_on_two_devices(tiny_fashion, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, tiny_fashion, str(tmp_path), json.dumps(TINY)], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["replicas"] == 2
     for variant in ("dcgan", "wgan", "wgan_gp"):
         r = out[variant]
-        # Every variable exists once per device and the copies agree after the step (all-reduced updates;
-        # WGAN's clipping runs in cross-replica context, so it reaches both copies).
-        assert r["finite"] and r["copies"] == 2 and r["in_sync"], (variant, r)
+        assert r["replicas"] == 2 and r["strategy"] == "mirrored", r
+        assert r["ckpt"].endswith("ckpt-3") and r["grid"] and r["finite"], r
+        assert r["steps"] == [1, 2, 3], r  # trained 2 steps, resumed for the third, history written once
+        assert r["copies"] == 2 and r["in_sync"], r
     assert out["wgan"]["max_critic_weight"] <= 0.01 + 1e-7
+    assert out["z_differ"]
+    assert out["global_batches_equal"] == [True] * 8 and out["slice_shapes"] == [[8, 28, 28, 1]] * 2
+
+
+@pytest.mark.parametrize("extra, words", [(["--batch_size", "15"], "does not split evenly over the 2 devices"),
+                                          (["--xla"], "--xla compiles one device's train step")])
+def test_two_devices_refuse_what_they_cannot_run(extra, words, tiny_fashion, tmp_path):
+    code = ("import tensorflow as tf, sys, common, dcgan\n"
+            "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+            "common.cli(lambda: dcgan.main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "--data_dir", tiny_fashion, *TINY, "--strategy", "mirrored",
+                           "--out_dir", str(tmp_path / "run"), *extra], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and words in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_worker_run_on_localhost_leaves_a_checkpoint_sample_py_restores(tiny_fashion, tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
+    scratch.mkdir()
+    procs = []
+    for index in range(2):
+        env = dict(_env(), TMPDIR=str(scratch),
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "dcgan.py"), "--strategy", "multi_worker", "--data_dir", tiny_fashion,
+             *TINY, "--steps", "3", "--ckpt_every", "2", "--sample_every", "2", "--out_dir", str(run_dir)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["strategy"] == "multi_worker" and config["replicas"] == 2
+    assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith("ckpt-3")
+    assert sorted(os.listdir(run_dir / "samples")) == ["step_000002.png", "step_000003.png"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]  # the chief alone writes the log
+    assert os.listdir(scratch) == []  # the other worker's checkpoint directory was removed
+    sample = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), str(run_dir), "--out",
+                             str(tmp_path / "grid.png")], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert sample.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 0, sample.stderr[-2000:]

@@ -158,24 +158,24 @@ def test_defaults_are_the_papers():
 
 # ------------------------------------------------------------------------------------------------ the step
 def _step_once(module, eager, extra=()):
-    """Build everything from fixed seeds and take one train step; return its metrics and all weights."""
+    """Build everything as main() does, from fixed seeds, and take one train step; return its metrics and weights."""
     args = module.parse_args(TINY + ["--n_critic", "2"] * (module is not dcgan) + list(extra))
     keras.utils.set_random_seed(3)
     strategy = tf.distribute.get_strategy()
     generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
-    opt = (lambda: keras.optimizers.RMSprop(args.lr)) if module is wgan else \
-        (lambda: keras.optimizers.Adam(args.lr, beta_1=args.beta1))
-    g_opt, c_opt = opt(), opt()
+    g_opt, c_opt = module.make_optimizers(args, generator, critic)
     rng = tf.random.Generator.from_seed(5)
+    progress = common.Progress(generator=g_opt, critic=c_opt)
     real = tf.random.stateless_uniform([4, 16, 28, 28, 1], seed=[1, 2], minval=-1, maxval=1)
     iterator = iter(tf.data.Dataset.from_tensor_slices(real))
     tf.config.run_functions_eagerly(eager)
     try:
-        step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng)
-        metrics = step(iterator) if module is dcgan else step(iterator, args.n_critic)
+        step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
+        metrics = step(iterator) if module is dcgan else step(iterator, tf.constant(args.n_critic))
     finally:
         tf.config.run_functions_eagerly(False)
+    assert int(progress.step) == 1 and int(progress.batches) == getattr(args, "n_critic", 1)
     weights = [v.numpy() for v in generator.variables + critic.variables]
     return {k: float(v) for k, v in metrics.items()}, weights
 
@@ -232,7 +232,9 @@ def read_metrics(run_dir):
 
 def checkpoint_values(path):
     reader = tf.train.load_checkpoint(path)
-    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/.ATTRIBUTES/VARIABLE_VALUE")  # bookkeeping, not state
+    # Bookkeeping, not training state: the save counter, and train_seconds, a wall clock.
+    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/.ATTRIBUTES/VARIABLE_VALUE",
+            "train_seconds/.ATTRIBUTES/VARIABLE_VALUE")
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k not in skip}
 
 
@@ -273,7 +275,7 @@ def test_stopped_and_resumed_run_equals_straight_run(name, tiny_fashion, tmp_pat
     assert straight.keys() == resumed.keys() and len(straight) > 20
     for key in straight:
         np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
-    drop = ("steps_per_sec", "images_per_sec")
+    drop = ("steps_per_sec", "images_per_sec", "train_seconds")
     last = [{k: v for k, v in read_metrics(tmp_path / d)[-1].items() if k not in drop} for d in ("straight", "split")]
     assert last[0] == last[1] and last[0]["step"] == 7
 
