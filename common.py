@@ -71,6 +71,14 @@ def cli(main):
         print(f"error: {e} Nothing non-finite was saved; see README, 'Reliability', for what to try.",
               file=sys.stderr)
         sys.exit(EXIT_NON_FINITE)
+    except OSError as e:  # known causes in one sentence: a full disk, an unwritable or vanished output
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; fix that and continue the run "
+              "with --resume RUN_DIR.", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except tf.errors.ResourceExhaustedError:
+        print("error: out of memory; lower --batch_size (or --image_size, --width), or use --precision bf16/fp16, "
+              "and continue the run with --resume RUN_DIR.", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 # ----------------------------------------------------------------------------------------------------- flags
