@@ -31,7 +31,7 @@ def base_size(image_size):
     size, ups = image_size, 0
     while size % 2 == 0 and size > 7:
         size, ups = size // 2, ups + 1
-    if ups == 0 or size < 3:
+    if ups == 0 or not 3 <= size <= 7:  # 36 or 100 would give a base of 9 or 25: refused, not built
         raise ValueError(
             f"--image_size {image_size} does not fit the DCGAN backbone; use a base of 3 to 7 times a power of two "
             "(e.g. 28, 32, 64, 128).")
