@@ -19,6 +19,7 @@ import json, os, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
 import common, dcgan, ops, sample, wgan, wgan_gp
 data_dir, out, tiny = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 result = {}
