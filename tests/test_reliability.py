@@ -211,3 +211,17 @@ def test_kill_9_at_random_moments_loses_nothing_and_resumes_bit_for_bit(name, ti
     assert _tensorboard_steps(killed, "critic_loss") == list(range(1, steps + 1))
     with open(os.path.join(killed, "config.json")) as f:
         assert len(json.load(f)["resumed"]) == 4
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny_fashion, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["--data_dir", tiny_fashion, *TINY, "--deterministic", "--ckpt_every", "2"]
+    dcgan.main(argv + ["--steps", "6", "--out_dir", str(tmp_path / "straight")])
+    dcgan.main(argv + ["--steps", "4", "--out_dir", str(run_dir)])
+    data_file = run_dir / "ckpt" / "ckpt-4.data-00000-of-00001"
+    data_file.write_bytes(data_file.read_bytes()[:100])  # truncated, as by a failing disk
+    dcgan.main(["--resume", str(run_dir), "--steps", "6"])
+    out = capsys.readouterr()
+    assert "ckpt-4 cannot be read" in out.err and "resumed from" in out.err and "ckpt-2" in out.out
+    a, b = (checkpoint_values(str(d / "ckpt" / "ckpt-6")) for d in (tmp_path / "straight", run_dir))
+    assert all(np.array_equal(a[k], b[k]) for k in a)  # replayed steps 3-6 exactly
