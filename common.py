@@ -450,6 +450,7 @@ class Checkpoints:
         self.best = tf.train.CheckpointManager(self.checkpoint, os.path.join(run_dir, "ckpt_best"), max_to_keep=1,
                                                checkpoint_name="ckpt")
         self.read_dir = read_dir or run_dir
+        self.saved = None  # the step of the last checkpoint this run saved or restored
 
     def _save(self, manager, step):
         check_finite_weights(step, self.objects)
@@ -470,10 +471,11 @@ class Checkpoints:
         return True
 
     def save(self, step):
-        """Save as ckpt-<step>, unless that step is already saved (a final save right after a periodic one)."""
-        latest = self.manager.latest_checkpoint
-        if latest is None or not latest.endswith(f"ckpt-{step}"):
+        """Save as ckpt-<step>, unless this run already saved or restored that step (a final save right after a
+        periodic one). A step replayed after falling back from a damaged checkpoint is saved again."""
+        if step != self.saved:
             self._save(self.manager, step)
+            self.saved = step
 
     def restore_latest(self):
         """Restore the newest readable checkpoint; None if the run has none yet (a run stopped before its first
@@ -492,6 +494,7 @@ class Checkpoints:
                 print(f"warning: {first_error[0]} cannot be read ({_first_line(first_error[1])}); resumed from "
                       f"{path} instead.", file=sys.stderr)
             self._keep_best_of(os.path.join(self.read_dir, "ckpt_best"))
+            self.saved = int(path.rsplit("-", 1)[1])
             return path
         if first_error:
             path, e = first_error

@@ -225,3 +225,6 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny_fashion, 
     assert "ckpt-4 cannot be read" in out.err and "resumed from" in out.err and "ckpt-2" in out.out
     a, b = (checkpoint_values(str(d / "ckpt" / "ckpt-6")) for d in (tmp_path / "straight", run_dir))
     assert all(np.array_equal(a[k], b[k]) for k in a)  # replayed steps 3-6 exactly
+    # ... and step 4 was saved again, whole: the damaged file is gone.
+    a, b = (checkpoint_values(str(d / "ckpt" / "ckpt-4")) for d in (tmp_path / "straight", run_dir))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
