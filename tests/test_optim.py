@@ -245,3 +245,23 @@ def test_rmsprop_mirrored_strategy_sums_the_devices_gradients():
         np.testing.assert_array_equal(w0, w1)
         np.testing.assert_array_equal(*(np.array(x) for x in out["v"][t]))
         np.testing.assert_allclose(w0, want[t], rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("name", ["dcgan", "wgan", "wgan_gp"])
+def test_each_scripts_make_optimizers_update_as_the_reference(name):
+    """The optimizers exactly as main() gets them (module.make_optimizers with the script's default flags)."""
+    import importlib
+    module = importlib.import_module(name)
+    args = module.parse_args([])
+    model = keras.Sequential([keras.Input((len(GRADS),)), keras.layers.Dense(1, use_bias=False)])
+    for opt in module.make_optimizers(args, model, model):
+        w = model.trainable_variables[0]
+        w.assign(np.zeros(w.shape))
+        got = []
+        for scale in SCALES:
+            opt.apply_gradients([(tf.constant(scale * GRADS[:, None], tf.float32), w)])
+            got.append(w.numpy()[:, 0].astype(np.float64))
+        grads = [scale * GRADS for scale in SCALES]
+        want = torch_rmsprop(grads, args.lr) if name == "wgan" else tf1_adam(grads, args.lr, args.beta1, args.beta2,
+                                                                             eps=1e-8)
+        assert_updates(got, want)
