@@ -136,10 +136,11 @@ def main(argv=None):
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
         g_opt, c_opt = make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)  # z, a stream per device; checkpointed
-        progress = common.Progress(generator=g_opt, critic=c_opt)  # generator steps and data position, kept on the device
+        progress = common.Progress(generator=g_opt, critic=c_opt)  # step and data position, kept on the device
     ckpt = run.checkpoints(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, rng=rng, **progress.state)
     if args.resume:
-        print(f"resumed from {ckpt.restore_latest() or 'the start (no checkpoint yet)'} at step {int(progress.step.numpy())}")
+        path = ckpt.restore_latest()  # None for a run stopped before its first checkpoint: it starts over
+        print(f"resumed from {path or 'the start'} at step {int(progress.step.numpy())}")
     # Continues the data order exactly; each device reads its slice of every global batch.
     dataset = common.distribute_dataset(strategy, args, start_batch=int(progress.batches.numpy()))
     evaluate = metrics.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
