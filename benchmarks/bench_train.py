@@ -1,12 +1,25 @@
-"""Training throughput of the three variants: generator steps/s and real images/s, with the real data pipeline.
+"""Training throughput of the three variants, set against this machine's own ceiling, as a markdown table.
 
-    python benchmarks/bench_train.py                          # all three, 32x32 Fashion-MNIST, each script's defaults
-    python benchmarks/bench_train.py --variants dcgan --batch_size 64 --steps 100 --xla
+    python benchmarks/bench_train.py                          # all variants, fp32/bf16/fp16, XLA off and on
+    python benchmarks/bench_train.py --variants dcgan --precisions fp32 bf16 --xla off --steps 100
+    python benchmarks/bench_train.py --batch_size 256 --image_size 64   # other flags go to the scripts' own parsers
+    python benchmarks/bench_train.py --strategy mirrored --xla off      # all GPUs (default: --strategy one)
 
-Prints one line per variant. Uses each script's own make_train_step and data.make_dataset, so it measures what
-training does, minus checkpoints and sample grids.
+Each row times a script's own train step (one tf.function call per generator step), optimizers and data pipeline,
+built as the script builds them (checkpoints, sample grids and logging excluded): untimed warm-up steps first
+(tracing), then --steps generator steps, blocking on the result only at the end. Either phase stops early, after
+one step, past --row_seconds (TF's fp16 convolution gradients on a CPU can take most of a minute per step). For
+each precision the same process first measures a ceiling in that precision's compute dtype: the critic's largest
+convolution at the benchmark batch size (forward) and a large square matmul. WGAN gets a second row at its
+warm-up schedule (100 critic updates per generator step), timed over as many critic updates as the regular row:
+both should run the critic at the same rate.
+
+FLOPs of one generator step are counted from the networks (see step_flops): the multiply-adds of every Dense,
+Conv2D and Conv2DTranspose layer, 2 FLOPs each, forward and backward. Not counted: biases, normalisation,
+activations, losses, the noise and the optimizer updates (well under 1% of the DCGAN backbone's FLOPs).
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -17,49 +30,345 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import data  # noqa: E402
+import common  # noqa: E402
 import dcgan  # noqa: E402
 import ops  # noqa: E402
 import wgan  # noqa: E402
 import wgan_gp  # noqa: E402
 
 MODULES = {"dcgan": dcgan, "wgan": wgan, "wgan_gp": wgan_gp}
+PRECISIONS = ("fp32", "bf16", "fp16")
+# /proc/cpuinfo flag names of the instructions that decide TF's CPU speed, in the order they are printed.
+CPU_FEATURES = {"AVX-512": "avx512f", "AVX512_BF16": "avx512_bf16", "AMX": "amx_tile", "AVX2": "avx2", "FMA": "fma",
+                "AVX512_FP16": "avx512_fp16"}
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+FP16_FLAGS = {"avx512_fp16", "amx_fp16"}
 
 
-def bench(name, flags, steps, warmup):
-    module = MODULES[name]
+# ------------------------------------------------------------------------------------------------ the machine
+def parse_cpuinfo(text):
+    """(model name, set of flags) of the first processor in a /proc/cpuinfo text; ("unknown", set()) if absent."""
+    model, flags = "unknown", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == "unknown":
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def cpu_feature_line(flags):
+    """'AVX-512 yes, AVX512_BF16 no, ...' for the instruction sets in CPU_FEATURES."""
+    return ", ".join(f"{name} {'yes' if flag in flags else 'no'}" for name, flag in CPU_FEATURES.items())
+
+
+def machine_header(cpuinfo_path="/proc/cpuinfo"):
+    """Markdown lines naming the CPU and its flags, the GPUs, TF and the devices; notes on missing bf16/fp16."""
+    try:
+        with open(cpuinfo_path) as f:
+            model, flags = parse_cpuinfo(f.read())
+    except OSError:
+        model, flags = "unknown (no /proc/cpuinfo)", set()
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [f"- CPU: {model}, {os.cpu_count()} logical cores; {cpu_feature_line(flags)}",
+             f"- GPU: {', '.join(names) if names else 'none'}",
+             f"- TensorFlow {tf.__version__}, Keras {keras.__version__}; devices: "
+             f"{', '.join(d.name for d in tf.config.list_logical_devices())}",
+             f"- load average (1, 5, 15 min) at the start: {load}"]
+    if not gpus and not flags & BF16_FLAGS:
+        lines.append("- this CPU has no bf16 instructions (AVX512_BF16, AMX-BF16): bf16 is emulated, expect it "
+                     "slower than fp32")
+    if not gpus and not flags & FP16_FLAGS:
+        lines.append("- this CPU has no fp16 arithmetic instructions (AVX512_FP16, AMX-FP16): fp16 is computed "
+                     "through conversions, not natively")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- FLOP counter
+def layer_flops(layer, batch):
+    """Forward FLOPs (a multiply-add is 2) of a Dense, Conv2D or Conv2DTranspose layer at `batch`; 0 otherwise.
+
+    Dense and Conv2D: every output element costs one multiply-add per kernel element feeding it (the kernel's
+    receptive field times the input channels; 'same' padding's zeros counted, as is usual). Conv2DTranspose:
+    every *input* element is scattered through the whole kernel into each output channel.
+    """
+    if isinstance(layer, keras.layers.Conv2DTranspose):  # before Conv2D: Keras 3 keeps them separate, but be safe
+        kh, kw, c_out, c_in = layer.kernel.shape  # Keras stores a transposed kernel as (kh, kw, filters, inputs)
+        return 2 * batch * math.prod(layer.input.shape[1:3]) * kh * kw * c_in * c_out
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw, c_in, c_out = layer.kernel.shape
+        return 2 * batch * math.prod(layer.output.shape[1:3]) * kh * kw * c_in * c_out
+    if isinstance(layer, keras.layers.Dense):
+        n_in, n_out = layer.kernel.shape
+        return 2 * batch * math.prod(layer.output.shape[1:-1]) * n_in * n_out
+    return 0
+
+
+def network_flops(model, batch):
+    """(forward FLOPs of the model at `batch`, those of its first counted layer, of its last), for a chain."""
+    flops = [f for f in (layer_flops(layer, batch) for layer in model.layers) if f]
+    return sum(flops), flops[0], flops[-1]
+
+
+def step_flops(variant, generator, critic, batch, n_critic):
+    """FLOPs of one generator step: n_critic critic updates and one generator update, each on `batch` images.
+
+    A layer's backward pass is its input gradient plus its weight gradient, each as costly as its forward pass,
+    so a network's backward is 2F - F1 (F its forward, F1 its first layer's) when nothing needs the gradient
+    w.r.t. the network's input, and 2F when something does. G and D are the two networks' forward FLOPs.
+    """
+    g, g1, _ = network_flops(generator, batch)
+    d, d1, d_last = network_flops(critic, batch)
+    # Critic update: G(z) forward only (G is not updated; no gradient flows into the fakes), D forward and
+    # backward on the real and on the fake batch.
+    critic_update = g + 2 * (d + 2 * d - d1)
+    if variant == "wgan_gp":
+        # Penalty at x_hat (a third batch), 6d - d1 - 3 d_last in all:
+        #   d                    D forward at x_hat
+        # + d                    dD/dx_hat: input gradients through every layer, the first included
+        # + 2d - d_last          the double backward: back through that input-gradient pass, each of whose ops
+        #                        needs an input and a weight gradient again (but the last layer's op needs no
+        #                        input gradient: its input is the constant dD/dD = 1)
+        # + 2d - d1 - 2 d_last   back through the forward pass at x_hat, on which the input gradients depend via
+        #                        LayerNorm's statistics and the activations' masks: weight and input gradients,
+        #                        none w.r.t. x_hat and none for the last (linear) layer, whose value is unused
+        critic_update += 6 * d - d1 - 3 * d_last
+    # Generator update: G forward, D forward on the fakes, D's input gradients through every layer (no weight
+    # gradients: D is not updated), G backward (2g - g1: z needs no gradient).
+    generator_update = g + d + d + 2 * g - g1
+    return n_critic * critic_update + generator_update
+
+
+# -------------------------------------------------------------------------------------------------- ceiling
+def best_rate(fn, flops, seconds, windows=3):
+    """FLOP/s of fn() (which returns a tensor): the best of `windows` timing windows, after one untimed call."""
+    fn().numpy()
+    best = 0.0
+    for _ in range(windows):
+        calls, start = 0, time.perf_counter()
+        while True:
+            out = fn()
+            calls += 1
+            if time.perf_counter() - start >= seconds / windows:
+                break
+        out.numpy()  # blocks on a GPU, where calls return before they finish
+        best = max(best, calls * flops / (time.perf_counter() - start))
+    return best
+
+
+def largest_conv(critic):
+    """The critic's Conv2D with the most FLOPs."""
+    return max((layer for layer in critic.layers if isinstance(layer, keras.layers.Conv2D)),
+               key=lambda layer: layer_flops(layer, 1))
+
+
+def conv_ceiling(conv, batch, dtype, seconds):
+    """GFLOP/s of `conv`'s convolution (shape, strides, padding) on a random batch, forward, in dtype."""
+    x = tf.cast(tf.random.normal([batch, *conv.input.shape[1:]]), dtype)
+    kernel = tf.cast(tf.random.normal(conv.kernel.shape, stddev=0.02), dtype)
+    run = tf.function(lambda: tf.nn.conv2d(x, kernel, conv.strides, conv.padding.upper()))
+    return best_rate(run, layer_flops(conv, batch), seconds) / 1e9
+
+
+def matmul_ceiling(n, dtype, seconds):
+    a = tf.cast(tf.random.normal([n, n], stddev=n ** -0.5), dtype)
+    b = tf.cast(tf.random.normal([n, n], stddev=n ** -0.5), dtype)
+    run = tf.function(lambda: tf.matmul(a, b))
+    return best_rate(run, 2 * n ** 3, seconds) / 1e9
+
+
+def conv_description(conv, batch):
+    h, w, c_in = conv.input.shape[1:]
+    h_out, w_out, c_out = conv.output.shape[1:]
+    kh, kw = conv.kernel_size
+    return f"{h}x{w}x{c_in} -> {h_out}x{w_out}x{c_out}, {kh}x{kw}/{conv.strides[0]}, batch {batch}"
+
+
+# -------------------------------------------------------------------------------------------------- training
+def build(variant, flags):
+    """A script's args, networks, optimizers, data iterator and train step, as its main() builds them."""
+    module = MODULES[variant]
     args = module.parse_args(flags)
-    strategy = tf.distribute.get_strategy()
-    generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
-    critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
-    if name == "wgan":
-        g_opt, c_opt = keras.optimizers.RMSprop(args.lr), keras.optimizers.RMSprop(args.lr)
-    else:
-        g_opt, c_opt = (keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2) for _ in range(2))
-    rng = tf.random.Generator.from_seed(0)
-    dataset = data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size)
-    iterator = iter(dataset)
-    step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng)
-    n_critic = getattr(args, "n_critic", 1)
-    run = (lambda: step(iterator)) if name == "dcgan" else (lambda: step(iterator, n_critic))
-    for _ in range(warmup):
-        run()
+    keras.backend.clear_session()
+    strategy = common.make_strategy(args)
+    keras.utils.set_random_seed(args.seed)
+    common.set_precision(args.precision)  # the Keras global dtype policy, before the networks are built
+    with strategy.scope():
+        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
+        critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
+        g_opt, c_opt = module.make_optimizers(args, generator, critic)
+        rng = tf.random.Generator.from_seed(args.seed)
+        progress = common.Progress(generator=g_opt, critic=c_opt)
+    iterator = iter(common.distribute_dataset(strategy, args, start_batch=0))
+    train_step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
+    return args, generator, critic, iterator, train_step
+
+
+def critic_schedule(variant, args):
+    """[(label, critic updates per generator step)]: the regular rate, and WGAN's warm-up rate if it is on."""
+    if variant == "dcgan":
+        return [("1", 1)]
+    if variant == "wgan":
+        regular = wgan.critic_iters(wgan.WARMUP_STEPS + 1, args.n_critic, args.critic_warmup)
+        warm = wgan.critic_iters(0, args.n_critic, args.critic_warmup)
+        return [(str(regular), regular)] + ([(f"{warm} (warm-up)", warm)] if warm != regular else [])
+    return [(str(args.n_critic), args.n_critic)]
+
+
+def time_steps(train_step, iterator, n_critic, steps, warmup, budget):
+    """(generator steps timed, seconds): up to `warmup` untimed steps, then up to `steps` timed ones, blocking on
+    the result at the end only. Each phase stops early, after at least one step, once it has taken `budget`
+    seconds (a precision with no fast kernels on this machine can take a minute per step)."""
+    n = tf.constant(n_critic, tf.int32)
     start = time.perf_counter()
-    for _ in range(steps):
-        metrics = run()
-    float(next(iter(metrics.values())))  # wait for the last step
-    seconds = time.perf_counter() - start
-    print(f"{name:8s} batch {args.batch_size:4d} n_critic {n_critic}  {steps / seconds:7.2f} generator steps/s  "
-          f"{steps * n_critic * args.batch_size / seconds:8.1f} real images/s  "
-          f"({ops.count_params(generator):,} + {ops.count_params(critic):,} params, xla={args.xla})", flush=True)
+    for _ in range(warmup):
+        metrics = train_step(iterator, n)
+        if time.perf_counter() - start > budget:
+            break
+    if warmup:
+        float(next(iter(metrics.values())))  # tracing and warm-up finished before the clock starts
+    done, start = 0, time.perf_counter()
+    while done < steps and (done == 0 or time.perf_counter() - start < budget):
+        metrics = train_step(iterator, n)
+        done += 1
+    float(next(iter(metrics.values())))
+    return done, time.perf_counter() - start
+
+
+def ceiling_key(args, critic):
+    return args.precision, conv_description(largest_conv(critic), args.batch_size)
+
+
+def ceiling(variant, flags, known, ceilings):
+    """Measure the ceilings for this variant's critic and batch size in ceilings[key], unless already there."""
+    args = MODULES[variant].parse_args(flags)
+    keras.backend.clear_session()
+    common.set_precision(args.precision)
+    critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
+    key = ceiling_key(args, critic)
+    if key in ceilings:
+        return
+    dtype = keras.config.dtype_policy().compute_dtype  # what the networks compute in at this precision
+    ceilings[key] = dict(
+        precision=args.precision, dtype=dtype, conv=key[1],
+        conv_gflops=conv_ceiling(largest_conv(critic), args.batch_size, dtype, known.ceiling_seconds),
+        matmul=f"{known.matmul_size}^3", matmul_gflops=matmul_ceiling(known.matmul_size, dtype, known.ceiling_seconds))
+    print(f"  ceiling {args.precision} ({dtype}): conv {ceilings[key]['conv_gflops']:.1f} GFLOP/s ({key[1]}), matmul "
+          f"{ceilings[key]['matmul_gflops']:.1f} GFLOP/s", file=sys.stderr, flush=True)
+
+
+def bench(variant, flags, steps, warmup, budget):
+    """(rows, notes) for one variant at one precision and XLA setting: a dict per timed row, a line per skipped one."""
+    args, generator, critic, iterator, train_step = build(variant, flags)
+    schedule = critic_schedule(variant, args)
+    regular = schedule[0][1]
+    rows, notes = [], []
+    for label, n_critic in schedule:
+        expected = n_critic / rows[0]["critic_per_s"] if rows else 0.0  # seconds per step at the regular rate
+        if expected > budget:  # one call cannot be cut short
+            notes.append(f"{variant} {args.precision}, XLA {'on' if args.xla else 'off'}: the n_critic {label} row "
+                         f"is skipped; one step would take ~{three_digits(expected)} s at the regular row's rate "
+                         f"(--row_seconds {budget:g})")
+            continue
+        # The warm-up row is timed over as many critic updates as the regular one (at least one generator step).
+        n_steps, seconds = time_steps(train_step, iterator, n_critic, max(1, round(steps * regular / n_critic)),
+                                      warmup if n_critic == regular else 1, budget)
+        rate = n_steps / seconds
+        rows.append(dict(variant=variant, precision=args.precision, xla=args.xla, batch=args.batch_size,
+                         n_critic=label, steps=n_steps, steps_per_s=rate, critic_per_s=rate * n_critic,
+                         images_per_s=rate * n_critic * args.batch_size,
+                         gflop_per_step=step_flops(variant, generator, critic, args.batch_size, n_critic) / 1e9,
+                         ceiling=ceiling_key(args, critic)))
+        print(f"  {variant} {args.precision} xla={args.xla} n_critic {label}: {rate:.3g} generator steps/s "
+              f"({n_steps} steps in {seconds:.1f} s)", file=sys.stderr, flush=True)
+    return rows, notes
+
+
+def three_digits(x):
+    """x to 3 significant digits, without an exponent: 0.0339, 26.3, 538, 5402."""
+    text = f"{x:.3g}"
+    return f"{x:.0f}" if "e" in text else text
+
+
+def table(rows, columns):
+    """Markdown table of dicts; columns are (heading, key, kind), kind "text", "int" or "num" (3 digits)."""
+    show = {"text": str, "int": str, "num": three_digits}
+    lines = ["| " + " | ".join(heading for heading, _, _ in columns) + " |",
+             "| " + " | ".join("---" if kind == "text" else "---:" for _, _, kind in columns) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(show[kind](row[key]) for _, key, kind in columns) + " |")
+    return lines
+
+
+RESULT_COLUMNS = [("variant", "variant", "text"), ("precision", "precision", "text"), ("XLA", "xla_text", "text"),
+                  ("batch", "batch", "int"), ("n_critic", "n_critic", "text"), ("steps timed", "steps", "int"),
+                  ("generator steps/s", "steps_per_s", "num"), ("critic updates/s", "critic_per_s", "num"),
+                  ("real images/s", "images_per_s", "num"), ("GFLOP/step", "gflop_per_step", "num"),
+                  ("GFLOP/s", "gflop_per_s", "num"), ("% of conv ceiling", "conv_share", "num"),
+                  ("% of matmul ceiling", "matmul_share", "num")]
+CEILING_COLUMNS = [("precision", "precision", "text"), ("compute dtype", "dtype", "text"),
+                   ("critic's largest conv, forward", "conv", "text"), ("conv GFLOP/s", "conv_gflops", "num"),
+                   ("matmul", "matmul", "text"), ("matmul GFLOP/s", "matmul_gflops", "num")]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(MODULES), choices=list(MODULES),
+                        help="training scripts to time")
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
+                        help="the scripts' --precision values to time")
+    parser.add_argument("--xla", default="both", choices=("both", "off", "on"), help="time without/with --xla")
+    parser.add_argument("--steps", type=int, default=50, help="timed generator steps per row")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed generator steps first (tracing, autotuning)")
+    parser.add_argument("--row_seconds", type=float, default=120,
+                        help="time budget of a row's warm-up, and of its timed steps: fewer steps if exceeded")
+    parser.add_argument("--matmul_size", type=int, default=4096, help="n of the n x n x n matmul ceiling")
+    parser.add_argument("--ceiling_seconds", type=float, default=1.5, help="timing budget of each ceiling")
+    known, flags = parser.parse_known_args(argv)  # everything else goes to the scripts' own parsers
+    if known.steps < 1 or known.warmup < 0:
+        parser.error("--steps must be at least 1 and --warmup at least 0")
+    if any(f == "--precision" or f.startswith("--precision=") for f in flags):
+        parser.error("--precision is set per row; use --precisions")
+    if not any(f == "--strategy" or f.startswith("--strategy=") for f in flags):
+        flags = ["--strategy", "one", *flags]  # one device unless asked (XLA compiles one device's step only)
+
+    header = machine_header()
+    rows, notes, ceilings = [], [], {}
+    for precision in known.precisions:
+        for variant in known.variants:  # the ceilings first, while nothing else runs in this process
+            ceiling(variant, [*flags, "--precision", precision], known, ceilings)
+        for xla in {"both": (False, True), "off": (False,), "on": (True,)}[known.xla]:
+            for variant in known.variants:
+                run_flags = [*flags, "--precision", precision] + (["--xla"] if xla else [])
+                new_rows, new_notes = bench(variant, run_flags, known.steps, known.warmup, known.row_seconds)
+                notes += new_notes
+                for row in new_rows:
+                    top = ceilings[row.pop("ceiling")]
+                    row.update(xla_text="on" if row["xla"] else "off",
+                               gflop_per_s=row["gflop_per_step"] * row["steps_per_s"])
+                    row.update(conv_share=100 * row["gflop_per_s"] / top["conv_gflops"],
+                               matmul_share=100 * row["gflop_per_s"] / top["matmul_gflops"])
+                    rows.append(row)
+
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [f"## Training throughput ({', '.join(known.variants)}; script flags: {' '.join(flags)})", "",
+             *header, f"- load average at the end: {load}", "",
+             *table(ceilings.values(), CEILING_COLUMNS), "",
+             *table(rows, RESULT_COLUMNS), ""]
+    if notes:
+        lines += [f"- {note}" for note in notes] + [""]
+    lines.append("FLOPs: multiply-adds (2 FLOPs) of every Dense, Conv2D and Conv2DTranspose layer, forward and "
+                 "backward (input and weight gradients; the WGAN-GP penalty's double backward included), counted "
+                 "from the networks; real images/s = generator steps/s x n_critic x batch. The ceilings are TF's own "
+                 "kernels without XLA, timed in this process, so a share above 100% can happen (and a ceiling "
+                 "taken while other programs run is low).")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", default=list(MODULES), choices=list(MODULES))
-    parser.add_argument("--steps", type=int, default=50, help="timed generator steps per variant")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (tracing, autotuning)")
-    known, rest = parser.parse_known_args()  # everything else goes to the scripts' own parsers
-    print(f"tensorflow {tf.__version__}, devices: {[d.name for d in tf.config.list_logical_devices()]}")
-    for variant in known.variants:
-        bench(variant, rest, known.steps, known.warmup)
+    main()

@@ -1,0 +1,134 @@
+"""benchmarks/bench_train.py: the FLOP counter on hand-counted layers, the CPU flag parser, one tiny run."""
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import bench_train  # noqa: E402
+import ops  # noqa: E402
+
+
+def built(*layers, shape):
+    """The layers applied in a chain to an input of `shape` (so that each knows its input and output shapes)."""
+    x = x_in = keras.Input(shape)
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(x_in, x)
+
+
+def test_dense_flops():
+    dense = keras.layers.Dense(3)
+    built(dense, shape=(4,))
+    assert bench_train.layer_flops(dense, batch=2) == 2 * 2 * 4 * 3  # 2 FLOPs per multiply-add
+
+
+def test_conv_flops():
+    # 8x8x3 -> 4x4x5 (stride 2, 'same'): each of the 2*4*4*5 outputs sums 3x3x3 products.
+    conv = keras.layers.Conv2D(5, 3, 2, padding="same")
+    built(conv, shape=(8, 8, 3))
+    assert bench_train.layer_flops(conv, batch=2) == 2 * (2 * 4 * 4 * 5) * (3 * 3 * 3)
+    # Transposed 4x4x6 -> 8x8x2: each of the 2*4*4*6 inputs is scattered through the 4x4 kernel into 2 channels.
+    up = keras.layers.Conv2DTranspose(2, 4, 2, padding="same")
+    built(up, shape=(4, 4, 6))
+    assert bench_train.layer_flops(up, batch=2) == 2 * (2 * 4 * 4 * 6) * (4 * 4 * 2)
+    norm, act = keras.layers.BatchNormalization(), keras.layers.LeakyReLU(0.2)
+    built(norm, act, shape=(4, 4, 6))
+    assert bench_train.layer_flops(norm, 2) == bench_train.layer_flops(act, 2) == 0  # not counted
+
+
+def test_step_flops_by_hand():
+    # Generator z(2) -> 3 -> 4, critic 4 -> 5 -> 1; batch 1. Multiply-adds per layer: G 6, 12; D 20, 5.
+    generator = built(keras.layers.Dense(3), keras.layers.ReLU(), keras.layers.Dense(4), shape=(2,))
+    critic = built(keras.layers.Dense(5), keras.layers.LeakyReLU(0.2), keras.layers.Dense(1), shape=(4,))
+    assert bench_train.network_flops(critic, 1) == (2 * 25, 2 * 20, 2 * 5)
+    critic_update = (18  # G forward on fresh z
+                     + 2 * 25  # D forward on real and fake
+                     + 2 * 25  # D weight gradients, both batches
+                     + 2 * 5)  # D input gradients but the first layer's, both batches
+    generator_update = (18 + 25  # G and D forward
+                        + 25  # D input gradients through every layer, down to the fakes
+                        + 18 + 12)  # G weight gradients, and input gradients but the first layer's
+    penalty = (25  # D forward at x_hat
+               + 25  # dD/dx_hat
+               + (25 + 20)  # back through dD/dx_hat: weight gradients 25, input gradients 20 (not the last layer's)
+               + (20 + 0))  # back through D(x_hat): the first layer's weight gradient (its input x_hat: none; the
+    #                         last layer's output is unused by the penalty)
+    assert bench_train.step_flops("dcgan", generator, critic, 1, 1) == 2 * (critic_update + generator_update)
+    assert bench_train.step_flops("wgan", generator, critic, 1, 5) == 2 * (5 * critic_update + generator_update)
+    assert bench_train.step_flops("wgan_gp", generator, critic, 1, 5) == \
+        2 * (5 * (critic_update + penalty) + generator_update)
+    assert bench_train.step_flops("wgan", generator, critic, 3, 5) == 3 * bench_train.step_flops(
+        "wgan", generator, critic, 1, 5)
+
+
+def test_dcgan_step_flops_match_the_reference():
+    # REFERENCE.md: the 32x32 DCGAN step (256-128-64 generator, 64-128-256 critic, 4x4 kernels) is ~0.4 GFLOP/image.
+    generator, critic = ops.make_generator(32, 1, 100, 64), ops.make_critic(32, 1, 64, norm="batch")
+    assert 0.38e9 < bench_train.step_flops("dcgan", generator, critic, 1, 1) < 0.44e9
+    conv = bench_train.largest_conv(critic)
+    assert bench_train.conv_description(conv, 64) == "16x16x64 -> 8x8x128, 4x4/2, batch 64"
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse2 avx fma avx2 avx512f avx512dq avx512_bf16 avx512vl
+
+processor\t: 1
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse2 avx fma avx2 avx512f avx512dq avx512_bf16 avx512vl
+"""
+
+
+def test_cpuinfo_parser():
+    model, flags = bench_train.parse_cpuinfo(CPUINFO)
+    assert model == "AMD EPYC 9R14 96-Core Processor"
+    assert {"avx2", "fma", "avx512f", "avx512_bf16"} <= flags and "amx_tile" not in flags
+    assert bench_train.cpu_feature_line(flags) == \
+        "AVX-512 yes, AVX512_BF16 yes, AMX no, AVX2 yes, FMA yes, AVX512_FP16 no"
+    old = bench_train.cpu_feature_line(bench_train.parse_cpuinfo("model name : Old\nflags : sse2 avx avx2 fma\n")[1])
+    assert old == "AVX-512 no, AVX512_BF16 no, AMX no, AVX2 yes, FMA yes, AVX512_FP16 no"
+    assert bench_train.parse_cpuinfo("") == ("unknown", set())
+
+
+def test_machine_header_says_when_bf16_is_missing(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("model name : Old CPU\nflags : sse2 avx avx2 fma\n")
+    text = "\n".join(bench_train.machine_header(str(path)))
+    assert "CPU: Old CPU" in text and "AVX2 yes" in text
+    assert "no bf16 instructions" in text
+
+
+@pytest.mark.parametrize("variant,precision", [("dcgan", "fp16"), ("wgan", "bf16"), ("wgan_gp", "fp32")])
+def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--variants", variant,
+         "--precisions", precision, "--xla", "off", "--steps", "2", "--warmup", "1", "--matmul_size", "128",
+         "--ceiling_seconds", "0.05", "--data_dir", tiny_fashion, "--image_size", "16", "--batch_size", "8",
+         "--width", "8", "--z_dim", "8"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "- CPU: " in out.stdout and "TensorFlow " in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith(f"| {variant} |")]
+    # WGAN's warm-up (100 critic updates per generator step) gets its own row.
+    assert len(rows) == (2 if variant == "wgan" else 1), out.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == precision and cells[2] == "off" and cells[3] == "8"
+        values = [float(c) for c in cells[5:]]  # steps timed ... % of matmul ceiling
+        assert len(values) == 8 and all(v > 0 for v in values), row
+    ceilings = [line for line in out.stdout.splitlines() if line.startswith(f"| {precision} |")]
+    assert len(ceilings) == 1, out.stdout
+    cells = [c.strip() for c in ceilings[0].strip("|").split("|")]  # precision, dtype, conv, GFLOP/s, matmul, GFLOP/s
+    assert float(cells[3]) > 0 and float(cells[5]) > 0, ceilings[0]
+    if variant == "wgan":
+        assert "100 (warm-up)" in rows[1]
+
+
+def test_gpu_check_script_parses():
+    subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], check=True)
