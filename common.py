@@ -316,6 +316,11 @@ class Run:
         if args.deterministic:
             tf.config.experimental.enable_op_determinism()
         set_precision(args.precision)
+        if args.precision == "fp16" and not args.xla and not tf.config.list_logical_devices("GPU"):
+            # Measured with benchmarks/bench_train.py: ~150x slower than fp32 (oneDNN has no float16 kernels for
+            # these ops on most CPUs, TF falls back to Eigen); XLA's CPU backend does not have that problem.
+            print("warning: --precision fp16 on a CPU without --xla runs about 150 times slower than fp32; use fp32 "
+                  "or bf16 here, or add --xla.", file=sys.stderr)
         self.args, self.variant, self.strategy = args, variant, strategy
         resolver = getattr(strategy, "cluster_resolver", None)
         task = (resolver.task_type, resolver.task_id) if resolver is not None and resolver.task_type else None
