@@ -104,7 +104,9 @@ def test_machine_header_says_when_bf16_is_missing(tmp_path):
     assert "no bf16 instructions" in text
 
 
-@pytest.mark.parametrize("variant,precision", [("dcgan", "fp16"), ("wgan", "bf16"), ("wgan_gp", "fp32")])
+@pytest.mark.parametrize("variant,precision", [("wgan", "bf16"),  # the warm-up row too; the others are slow
+                                               pytest.param("dcgan", "fp16", marks=pytest.mark.slow),
+                                               pytest.param("wgan_gp", "fp32", marks=pytest.mark.slow)])
 def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--variants", variant,
