@@ -481,9 +481,9 @@ class Checkpoints:
     def restore_latest(self):
         """Restore the newest readable checkpoint; None if the run has none yet (a run stopped before its first
         checkpoint starts again from step 0). A damaged newest checkpoint falls back to the one before it."""
+        # Newest first; TF already prefixes relative entries with the directory.
         state = tf.train.get_checkpoint_state(os.path.join(self.read_dir, "ckpt"))
         paths = list(reversed(state.all_model_checkpoint_paths)) if state else []
-        paths = [p if os.path.isabs(p) else os.path.join(self.read_dir, "ckpt", p) for p in paths]
         first_error = None
         for path in paths:
             try:

@@ -228,3 +228,11 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny_fashion, 
     # ... and step 4 was saved again, whole: the damaged file is gone.
     a, b = (checkpoint_values(str(d / "ckpt" / "ckpt-4")) for d in (tmp_path / "straight", run_dir))
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_by_a_relative_run_directory(tiny_fashion, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # as a user types it: python dcgan.py --resume runs/dcgan-...
+    argv = ["--data_dir", tiny_fashion, *TINY, "--deterministic", "--ckpt_every", "2"]
+    dcgan.main(argv + ["--steps", "2", "--out_dir", os.path.join("runs", "r")])
+    dcgan.main(["--resume", os.path.join("runs", "r"), "--steps", "3"])
+    assert tf.train.latest_checkpoint(os.path.join("runs", "r", "ckpt")).endswith("ckpt-3")
