@@ -244,8 +244,9 @@ def make_strategy(args):
             devices = tuple(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
             # One per process: a second MirroredStrategy over the same devices (main() called twice, as the tests
             # do) restarts the collectives' instance keys, and its all-reduces then collide with the first's.
-            strategy = _MIRRORED.setdefault(devices, tf.distribute.MirroredStrategy(devices)) \
-                if devices not in _MIRRORED else _MIRRORED[devices]
+            if devices not in _MIRRORED:
+                _MIRRORED[devices] = tf.distribute.MirroredStrategy(devices)
+            strategy = _MIRRORED[devices]
     replicas = strategy.num_replicas_in_sync
     if args.batch_size % replicas:
         raise RunError(f"--batch_size {args.batch_size} does not split evenly over the {replicas} devices in use; "
