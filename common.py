@@ -198,11 +198,7 @@ def read_config(run_dir):
 
 
 def _write_json(path, obj):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written config
+    _replace_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _git_commit():
@@ -629,6 +625,7 @@ def _drop_history_after(run_dir, step):
 
 
 def _replace_text(path, text):
+    """Write under a temporary name, then rename: a crash leaves the old file or the new one, never half of one."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         f.write(text)
@@ -735,10 +732,13 @@ class Training:
                 self._save()
             self.started = time.perf_counter()
 
+    def _stop_clock(self):
+        if self.started is not None:
+            self.clock, self.started = self.seconds(), None
+
     def _pause(self):
-        values = {k: float(v) for k, v in self.metrics.items()}
-        self.clock = self.seconds()
-        self.started = None
+        values = {k: float(v) for k, v in self.metrics.items()}  # waits for the device
+        self._stop_clock()
         self.progress.check()
         self.values = values
 
@@ -780,8 +780,7 @@ class Training:
                   file=sys.stderr)
             return
         try:
-            if self.started is not None:
-                self.clock, self.started = self.seconds(), None
+            self._stop_clock()
             self.progress.check()
             self._save()
             print(f"saved the checkpoint of step {int(self.progress.step.numpy())} before stopping on the error below.",
