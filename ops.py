@@ -64,6 +64,30 @@ class LayerNorm(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+class LeakyReLU(keras.layers.LeakyReLU):
+    """Keras' LeakyReLU, whose gradient is computed in float32 when it runs in bfloat16 on a CPU.
+
+    TensorFlow's CPU kernel of the bfloat16 LeakyReLU gradient is 5-6x slower than casting to float32 and back
+    (2.8 against 0.49 ms forward and backward on a [64, 16, 16, 64] batch; AMD EPYC with AVX512_BF16), so Keras'
+    own layer spent a sixth of a bfloat16 DCGAN step there. The values are the same up to one bfloat16 rounding
+    of the slope; float32, float16 and every GPU use Keras' layer unchanged. Differentiable twice (LeakyReluGrad
+    has a gradient), as WGAN-GP's penalty needs.
+    """
+
+    def call(self, x):
+        if x.dtype != tf.bfloat16 or tf.config.list_logical_devices("GPU"):
+            return super().call(x)
+
+        @tf.custom_gradient
+        def leaky_relu(x):
+            def gradient(dy):
+                dx = tf.raw_ops.LeakyReluGrad(gradients=tf.cast(dy, tf.float32), features=tf.cast(x, tf.float32),
+                                              alpha=self.negative_slope)
+                return tf.cast(dx, x.dtype)
+            return tf.nn.leaky_relu(x, self.negative_slope), gradient
+        return leaky_relu(x)
+
+
 def batch_norm():
     # Keras' default momentum 0.99 averages over ~100 steps; PyTorch's DCGAN uses 0.1 in its convention (= 0.9 here).
     # 0.9 follows the reference code, so that moving statistics track the generator closely when sampling.
@@ -113,7 +137,7 @@ def make_critic(image_size=32, channels=1, width=64, norm="batch"):
     x_in = keras.Input((image_size, image_size, channels), name="image")
     # First layer: no normalisation (the paper: BatchNorm on the input layer caused instability).
     x = keras.layers.Conv2D(width, 4, 2, padding="same", kernel_initializer=conv_init())(x_in)
-    x = keras.layers.LeakyReLU(0.2)(x)
+    x = LeakyReLU(0.2)(x)
     filters = width
     for _ in range(ups - 1):
         filters *= 2
@@ -122,7 +146,7 @@ def make_critic(image_size=32, channels=1, width=64, norm="batch"):
         layer = norm_layer(norm)
         if layer is not None:
             x = layer(x)
-        x = keras.layers.LeakyReLU(0.2)(x)
+        x = LeakyReLU(0.2)(x)
     # [B, base, base, filters] -> [B, 1]: a dense layer over the last feature map, equivalent to the paper's
     # final base x base convolution.
     x = keras.layers.Flatten()(x)

@@ -88,6 +88,29 @@ def test_mixed_precision_gradient_penalty_matches_float32():
     assert scaled_error < 5e-3 and unscaled_error > 10 * scaled_error, (unscaled_error, scaled_error)
 
 
+def test_bfloat16_leaky_relu_has_keras_first_and_second_derivatives():
+    # ops.LeakyReLU computes its bfloat16 gradient in float32 (a faster CPU kernel): the values and the gradient of
+    # that gradient (WGAN-GP's penalty) must be Keras' own, up to bfloat16 rounding.
+    x = tf.cast(tf.random.stateless_normal([4, 8, 8, 3], seed=[1, 2]), tf.bfloat16)
+    w = tf.Variable(tf.cast(tf.random.stateless_normal([3], seed=[3, 4]), tf.bfloat16))
+
+    def derivatives(layer):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = layer(x * w)
+                assert y.dtype == tf.bfloat16
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+            dx = inner.gradient(loss, x)
+            penalty = tf.reduce_sum(tf.cast(dx, tf.float32) ** 2)
+        return [t.numpy().astype(np.float32) for t in (y, dx, outer.gradient(penalty, w))]
+
+    ours, theirs = (derivatives(layer(0.2, dtype="mixed_bfloat16")) for layer in (ops.LeakyReLU, keras.layers.LeakyReLU))
+    assert np.abs(ours[1]).min() < 0.5 * np.abs(ours[1]).max()  # both slopes reached
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=2e-2, atol=1e-2 * np.abs(b).max())
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_run_resumes_and_samples(precision, tiny_fashion, tmp_path):
     run_dir = str(tmp_path / "run")
