@@ -88,6 +88,30 @@ class LeakyReLU(keras.layers.LeakyReLU):
         return leaky_relu(x)
 
 
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization, computed in training by TensorFlow's fused kernel when it runs on one device.
+
+    Keras 3 composes batch normalisation from about ten separate operations (moments, then scale and shift, and
+    as many again backward); TensorFlow's FusedBatchNormV3 does each direction in one kernel, 2-3x faster on a
+    CPU (forward and backward of a [64, 16, 16, 64] batch: 0.8 against 2.0 ms in float32; AMD EPYC) and likewise
+    the cuDNN one on a GPU, and it takes bfloat16/float16 activations without casting them to float32 (statistics
+    are still accumulated in float32). The normalisation is the same: by the batch's biased variance. The moving
+    variance is updated with the unbiased one (n / (n - 1) larger, n = batch x height x width), as in PyTorch, the
+    DCGAN and WGAN authors' framework, and in TF1's fused BatchNorm. Inference, and the synchronized
+    normalisation of several devices (a collective inside the layer), use Keras' own computation.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not training or self.synchronized or mask is not None or len(inputs.shape) != 4 or self.axis not in (-1, 3):
+            return super().call(inputs, training=training, mask=mask)
+        y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=self.gamma, offset=self.beta, mean=self.moving_mean, variance=self.moving_variance,
+            epsilon=self.epsilon, exponential_avg_factor=1.0 - self.momentum, data_format="NHWC", is_training=True)
+        self.moving_mean.assign(mean)  # the op returns the moving averages themselves: momentum m + batch (1 - m)
+        self.moving_variance.assign(variance)
+        return y
+
+
 def batch_norm():
     # Keras' default momentum 0.99 averages over ~100 steps; PyTorch's DCGAN uses 0.1 in its convention (= 0.9 here).
     # 0.9 follows the reference code, so that moving statistics track the generator closely when sampling.
@@ -95,7 +119,7 @@ def batch_norm():
     # those of the global batch, as on one device, and every device keeps the same moving statistics. Only then:
     # on one device it would cost 13% of DCGAN's step time on a CPU for nothing.
     several = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    return keras.layers.BatchNormalization(
+    return BatchNormalization(
         momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02),
         synchronized=several)
 

@@ -149,6 +149,35 @@ def test_layer_norm_normalises_each_sample_over_h_w_c():
     assert np.allclose(y.mean(axis=(1, 2, 3)), 0, atol=1e-5) and np.allclose(y.std(axis=(1, 2, 3)), 1, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_is_keras_batch_norm_with_pytorchs_moving_variance(dtype):
+    # ops.BatchNormalization trains through TF's fused kernel: the same outputs and gradients as Keras' layer, the
+    # same moving mean, and the moving variance updated with the unbiased batch variance, as PyTorch's BatchNorm.
+    x = tf.random.stateless_normal([8, 4, 4, 3], seed=[1, 2]) * 2 + 1
+    results = {}
+    for cls in (ops.BatchNormalization, keras.layers.BatchNormalization):
+        layer = cls(momentum=0.9, epsilon=1e-5, dtype=dtype,
+                    gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02, seed=1))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2 * tf.sin(x))
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results[cls] = [t.numpy().astype(np.float32) for t in (y, *grads, layer.moving_mean, layer.moving_variance,
+                                                               layer(x, training=False))]
+    ours, keras_ = results.values()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=2e-2, atol=2e-2)
+    n = 8 * 4 * 4
+    compute_dtype = keras.DTypePolicy(dtype).compute_dtype  # the layers see x rounded to it
+    batch_var = np.var(tf.cast(tf.cast(x, compute_dtype), tf.float32).numpy().reshape(n, 3), axis=0)
+    np.testing.assert_allclose(ours[5], 0.9 + 0.1 * batch_var * n / (n - 1), rtol=1e-5)  # from 1, momentum 0.9
+    np.testing.assert_allclose(keras_[5], 0.9 + 0.1 * batch_var, rtol=1e-5)
+    for name, a, b in zip(["output", "dx", "dgamma", "dbeta", "moving mean"], ours, keras_):
+        np.testing.assert_allclose(a, b, **tol, err_msg=name)
+    # Inference uses the moving statistics in both (Keras' own computation).
+    np.testing.assert_allclose(ours[6], keras_[6], rtol=1e-2, atol=1e-2)
+
+
 def test_defaults_are_the_papers():
     d, w, gp = dcgan.parse_args([]), wgan.parse_args([]), wgan_gp.parse_args([])
     assert (d.lr, d.beta1, d.batch_size, d.norm, d.z_dim) == (2e-4, 0.5, 128, "batch", 100)
