@@ -134,3 +134,31 @@ def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
 
 def test_gpu_check_script_parses():
     subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], check=True)
+
+
+def test_profile_op_times_subtract_nested_events():
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    import profile_step
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    names = {1: "loop:While", 2: "conv:_MklNativeConv2D", 3: "ExecutorState::Process", 4: "mul:Mul"}
+    for key, name in names.items():
+        plane.event_metadata[key].name = name
+    line = plane.lines.add(name="tf_Compute/7")
+    # While [0, 100) holds a Conv2D [10, 60) and an executor wrapper [60, 90) holding a Mul [65, 85).
+    for key, start, end in [(1, 0, 100), (2, 10, 60), (3, 60, 90), (4, 65, 85)]:
+        line.events.add(metadata_id=key, offset_ps=start * 10 ** 12, duration_ps=(end - start) * 10 ** 12)
+    plane.lines.add(name="tf_data_private_threadpool").events.add(metadata_id=4, offset_ps=0, duration_ps=10 ** 15)
+    assert profile_step.op_self_times(space) == {"While": 20, "_MklNativeConv2D": 50, "Mul": 20}
+
+
+def test_profile_step_runs_and_prints_the_kernel_bound(tiny_fashion):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "dcgan", "--serial", "--steps", "2",
+         "--warmup", "1", "--data_dir", tiny_fashion, "--image_size", "16", "--batch_size", "8", "--width", "8",
+         "--z_dim", "8"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| _Mkl") or line.startswith("| Conv2D")]
+    assert rows and all(float(row.split("|")[2]) > 0 for row in rows), out.stdout
+    assert "convolution and matmul kernels alone:" in out.stdout and "- CPU: " in out.stdout

@@ -1,0 +1,138 @@
+"""Where one generator step's time goes on a CPU: TF's profiler over a script's own train step, by op type.
+
+    python benchmarks/profile_step.py dcgan --serial                  # --batch_size 64 unless given
+    python benchmarks/profile_step.py wgan_gp --precision bf16        # other flags go to the script's parser
+
+The train step, optimizers and data are built as benchmarks/bench_train.py builds them (the script's own). After
+untimed warm-up steps, --steps generator steps are traced with tf.profiler and every op's own time (nested events
+subtracted) is summed by op type: a markdown table of milliseconds per generator step and share of all op time.
+
+--serial runs one op at a time (inter-op parallelism 1), so that an op's time is its own and not shared with an
+op running beside it; the step is then a little slower than with TF's default. The table then ends with the bound
+the convolution kernels set: the step's counted FLOPs (bench_train.step_flops) over the time of its convolution
+and matmul kernels alone, the GFLOP/s the step would reach if every other op took no time, next to the forward
+ceiling bench_train.py measures. On a GPU the host's op events are launches, not kernel times; use TensorBoard's
+profiler there.
+"""
+import argparse
+import collections
+import glob
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import bench_train  # noqa: E402
+
+# Op types of the convolution and matmul kernels (oneDNN's and Eigen's), matched by these substrings.
+KERNELS = ("Conv2D", "MatMul")
+
+
+def op_self_times(xspace):
+    """{op type: seconds} over the TF executor threads of an XSpace, each event's own time (children subtracted)."""
+    totals = collections.Counter()
+    for plane in xspace.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            stack = []  # [end, op type or None, children's time] of the enclosing events
+            for event in sorted(line.events, key=lambda e: (e.offset_ps, -e.duration_ps)):
+                start, end = event.offset_ps, event.offset_ps + event.duration_ps
+                while stack and stack[-1][0] <= start:
+                    close(stack.pop(), totals)
+                if stack:
+                    stack[-1][2] += event.duration_ps
+                name = names.get(event.metadata_id, "")
+                op_type = name.rsplit(":", 1)[1] if ":" in name and "::" not in name else None  # "node:OpType"
+                stack.append([end, op_type, 0, event.duration_ps])
+            while stack:
+                close(stack.pop(), totals)
+    return totals
+
+
+def close(entry, totals):
+    _, op_type, children, duration = entry
+    if op_type:  # events without an op type (the executor's own) are wrappers, not work
+        totals[op_type] += (duration - children) / 1e12
+
+
+def profile(train_step, iterator, n_critic, steps, warmup):
+    """{op type: seconds per generator step} and the wall seconds per step while tracing."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # ships with TF; its location is not a public API
+
+    n = tf.constant(n_critic, tf.int32)
+    for _ in range(warmup):
+        metrics = train_step(iterator, n)
+    if warmup:
+        float(next(iter(metrics.values())))
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        for _ in range(steps):
+            metrics = train_step(iterator, n)
+        float(next(iter(metrics.values())))
+        wall = (time.perf_counter() - start) / steps
+        tf.profiler.experimental.stop()
+        (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        xspace = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            xspace.ParseFromString(f.read())
+    return {op: seconds / steps for op, seconds in op_self_times(xspace).items()}, wall
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("variant", choices=list(bench_train.MODULES))
+    parser.add_argument("--steps", type=int, default=5, help="traced generator steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed generator steps first (tracing)")
+    parser.add_argument("--serial", action="store_true", help="one op at a time (inter-op parallelism 1)")
+    parser.add_argument("--top", type=int, default=15, help="op types listed; the rest are summed in one row")
+    known, flags = parser.parse_known_args(argv)
+    if known.steps < 1 or known.warmup < 0:
+        parser.error("--steps must be at least 1 and --warmup at least 0")
+    if not any(f == "--batch_size" or f.startswith("--batch_size=") for f in flags):
+        flags = ["--batch_size", "64", *flags]
+    if known.serial:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    header = bench_train.machine_header()
+    args, generator, critic, iterator, train_step = bench_train.build(known.variant, ["--strategy", "one", *flags])
+    n_critic = bench_train.critic_schedule(known.variant, args)[0][1]
+    times, wall = profile(train_step, iterator, n_critic, known.steps, known.warmup)
+    flops = bench_train.step_flops(known.variant, generator, critic, args.batch_size, n_critic)
+    total = sum(times.values())
+    kernels = sum(t for op, t in times.items() if any(k in op for k in KERNELS))
+
+    ranked = sorted(times.items(), key=lambda item: -item[1])
+    shown, rest = ranked[:known.top], ranked[known.top:]
+    if rest:
+        shown.append((f"{len(rest)} other op types", sum(t for _, t in rest)))
+    lines = [f"## One {known.variant} generator step by op type ({' '.join(flags)}; n_critic {n_critic}; "
+             f"{'one op at a time' if known.serial else 'default threading'})", "", *header, "",
+             f"- {wall * 1e3:.1f} ms per generator step while tracing; op time {total * 1e3:.1f} ms "
+             f"(over all executor threads), {100 * kernels / total:.1f}% of it in convolution and matmul kernels",
+             "", "| op type | ms per step | % of op time |", "| --- | ---: | ---: |"]
+    lines += [f"| {op} | {t * 1e3:.2f} | {100 * t / total:.1f} |" for op, t in shown]
+    if known.serial:
+        dtype = keras.config.dtype_policy().compute_dtype
+        conv = bench_train.largest_conv(critic)
+        ceiling = bench_train.conv_ceiling(conv, args.batch_size, dtype, seconds=1.5) * 1e9
+        lines += ["", f"- counted FLOPs per step: {flops / 1e9:.1f} G. The whole step: {flops / wall / 1e9:.0f} "
+                      f"GFLOP/s, {100 * flops / wall / ceiling:.0f}% of the forward ceiling ({ceiling / 1e9:.0f} "
+                      f"GFLOP/s, {bench_train.conv_description(conv, args.batch_size)}, {dtype}). Its convolution "
+                      f"and matmul kernels alone: {flops / kernels / 1e9:.0f} GFLOP/s, "
+                      f"{100 * flops / kernels / ceiling:.0f}% of that ceiling: the most the step can reach with "
+                      "these kernels if every other op took no time."]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
