@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py dcgan --serial                  # --batch_size 64 unless given
     python benchmarks/profile_step.py wgan_gp --precision bf16        # other flags go to the script's parser
+    python benchmarks/profile_step.py dcgan --serial --layers         # and each layer's kernels timed alone
 
 The train step, optimizers and data are built as benchmarks/bench_train.py builds them (the script's own). After
 untimed warm-up steps, --steps generator steps are traced with tf.profiler and every op's own time (nested events
@@ -11,8 +12,9 @@ subtracted) is summed by op type: a markdown table of milliseconds per generator
 op running beside it; the step is then a little slower than with TF's default. The table then ends with the bound
 the convolution kernels set: the step's counted FLOPs (bench_train.step_flops) over the time of its convolution
 and matmul kernels alone, the GFLOP/s the step would reach if every other op took no time, next to the forward
-ceiling bench_train.py measures. On a GPU the host's op events are launches, not kernel times; use TensorBoard's
-profiler there.
+ceiling bench_train.py measures. --layers adds each convolution layer's forward, input-gradient and
+weight-gradient kernels timed alone (GFLOP/s): which shapes and which directions are slow. On a GPU the host's op
+events are launches, not kernel times; use TensorBoard's profiler there.
 """
 import argparse
 import collections
@@ -87,6 +89,33 @@ def profile(train_step, iterator, n_critic, steps, warmup):
     return {op: seconds / steps for op, seconds in op_self_times(xspace).items()}, wall
 
 
+def layer_kernel_rates(model, batch, dtype, seconds):
+    """[(layer, forward, input-gradient, weight-gradient GFLOP/s)] of each convolution layer's three kernels, timed
+    alone on random tensors of the layer's shapes at `batch` in `dtype` (each kernel costs the layer's FLOPs)."""
+    rows = []
+    for layer in model.layers:
+        transposed = isinstance(layer, keras.layers.Conv2DTranspose)
+        if not (transposed or isinstance(layer, keras.layers.Conv2D)):
+            continue
+        # A transposed convolution's forward is a convolution's input gradient and the other way round; the
+        # tensors on its input side play the part of a convolution's output side.
+        small, large = (layer.input, layer.output) if transposed else (layer.output, layer.input)
+        x = tf.cast(tf.random.normal([batch, *large.shape[1:]]), dtype)
+        dy = tf.cast(tf.random.normal([batch, *small.shape[1:]]), dtype)
+        kernel = tf.cast(tf.random.normal(layer.kernel.shape, stddev=0.02), dtype)
+        strides, padding = [1, *layer.strides, 1], layer.padding.upper()
+        conv = tf.function(lambda: tf.nn.conv2d(x, kernel, strides, padding))
+        input_grad = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=x.shape, filter=kernel, out_backprop=dy, strides=strides, padding=padding))
+        weight_grad = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=kernel.shape, out_backprop=dy, strides=strides, padding=padding))
+        forward, backward = (input_grad, conv) if transposed else (conv, input_grad)
+        flops = bench_train.layer_flops(layer, batch)
+        rows.append((layer, *(bench_train.best_rate(fn, flops, seconds) / 1e9 for fn in (forward, backward,
+                                                                                            weight_grad))))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -95,6 +124,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed generator steps first (tracing)")
     parser.add_argument("--serial", action="store_true", help="one op at a time (inter-op parallelism 1)")
     parser.add_argument("--top", type=int, default=15, help="op types listed; the rest are summed in one row")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time each convolution layer's forward, input- and weight-gradient kernels alone")
     known, flags = parser.parse_known_args(argv)
     if known.steps < 1 or known.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
@@ -121,8 +152,8 @@ def main(argv=None):
              f"(over all executor threads), {100 * kernels / total:.1f}% of it in convolution and matmul kernels",
              "", "| op type | ms per step | % of op time |", "| --- | ---: | ---: |"]
     lines += [f"| {op} | {t * 1e3:.2f} | {100 * t / total:.1f} |" for op, t in shown]
+    dtype = keras.config.dtype_policy().compute_dtype
     if known.serial:
-        dtype = keras.config.dtype_policy().compute_dtype
         conv = bench_train.largest_conv(critic)
         ceiling = bench_train.conv_ceiling(conv, args.batch_size, dtype, seconds=1.5) * 1e9
         lines += ["", f"- counted FLOPs per step: {flops / 1e9:.1f} G. The whole step: {flops / wall / 1e9:.0f} "
@@ -131,6 +162,15 @@ def main(argv=None):
                       f"and matmul kernels alone: {flops / kernels / 1e9:.0f} GFLOP/s, "
                       f"{100 * flops / kernels / ceiling:.0f}% of that ceiling: the most the step can reach with "
                       "these kernels if every other op took no time."]
+    if known.layers:
+        lines += ["", f"Each convolution layer's kernels alone, GFLOP/s ({dtype}, batch {args.batch_size}):", "",
+                  "| network | layer | forward | input gradient | weight gradient |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for model in (generator, critic):
+            for layer, *rates in layer_kernel_rates(model, args.batch_size, dtype, seconds=0.6):
+                shape = " -> ".join("x".join(map(str, t.shape[1:])) for t in (layer.input, layer.output))
+                shape += f", {layer.kernel_size[0]}x{layer.kernel_size[1]}/{layer.strides[0]}"
+                lines.append(f"| {model.name} | {shape} | " + " | ".join(f"{r:.0f}" for r in rates) + " |")
     print("\n".join(lines))
 
 

@@ -155,10 +155,14 @@ def test_profile_op_times_subtract_nested_events():
 
 def test_profile_step_runs_and_prints_the_kernel_bound(tiny_fashion):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "dcgan", "--serial", "--steps", "2",
-         "--warmup", "1", "--data_dir", tiny_fashion, "--image_size", "16", "--batch_size", "8", "--width", "8",
-         "--z_dim", "8"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        [sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "dcgan", "--serial", "--layers",
+         "--steps", "2", "--warmup", "1", "--data_dir", tiny_fashion, "--image_size", "16", "--batch_size", "8",
+         "--width", "8", "--z_dim", "8"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| _Mkl") or line.startswith("| Conv2D")]
     assert rows and all(float(row.split("|")[2]) > 0 for row in rows), out.stdout
     assert "convolution and matmul kernels alone:" in out.stdout and "- CPU: " in out.stdout
+    # --layers: the generator's two transposed convolutions and the critic's two convolutions at 16x16.
+    layers = [line for line in out.stdout.splitlines() if line.startswith(("| generator |", "| critic |"))]
+    assert [line.split("|")[2].strip() for line in layers] == [
+        "4x4x16 -> 8x8x8, 4x4/2", "8x8x8 -> 16x16x1, 4x4/2", "16x16x1 -> 8x8x8, 4x4/2", "8x8x8 -> 4x4x16, 4x4/2"]

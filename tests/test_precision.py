@@ -105,7 +105,8 @@ def test_bfloat16_leaky_relu_has_keras_first_and_second_derivatives():
             penalty = tf.reduce_sum(tf.cast(dx, tf.float32) ** 2)
         return [t.numpy().astype(np.float32) for t in (y, dx, outer.gradient(penalty, w))]
 
-    ours, theirs = (derivatives(layer(0.2, dtype="mixed_bfloat16")) for layer in (ops.LeakyReLU, keras.layers.LeakyReLU))
+    ours, theirs = (derivatives(layer(0.2, dtype="mixed_bfloat16"))
+                    for layer in (ops.LeakyReLU, keras.layers.LeakyReLU))
     assert np.abs(ours[1]).min() < 0.5 * np.abs(ours[1]).max()  # both slopes reached
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=2e-2, atol=1e-2 * np.abs(b).max())
