@@ -126,6 +126,7 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=15, help="op types listed; the rest are summed in one row")
     parser.add_argument("--layers", action="store_true",
                         help="also time each convolution layer's forward, input- and weight-gradient kernels alone")
+    parser.add_argument("--layer_seconds", type=float, default=0.6, help="timing budget of each of those kernels")
     known, flags = parser.parse_known_args(argv)
     if known.steps < 1 or known.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
@@ -167,7 +168,7 @@ def main(argv=None):
                   "| network | layer | forward | input gradient | weight gradient |",
                   "| --- | --- | ---: | ---: | ---: |"]
         for model in (generator, critic):
-            for layer, *rates in layer_kernel_rates(model, args.batch_size, dtype, seconds=0.6):
+            for layer, *rates in layer_kernel_rates(model, args.batch_size, dtype, known.layer_seconds):
                 shape = " -> ".join("x".join(map(str, t.shape[1:])) for t in (layer.input, layer.output))
                 shape += f", {layer.kernel_size[0]}x{layer.kernel_size[1]}/{layer.strides[0]}"
                 lines.append(f"| {model.name} | {shape} | " + " | ".join(f"{r:.0f}" for r in rates) + " |")

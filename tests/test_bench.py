@@ -156,8 +156,8 @@ def test_profile_op_times_subtract_nested_events():
 def test_profile_step_runs_and_prints_the_kernel_bound(tiny_fashion):
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "dcgan", "--serial", "--layers",
-         "--steps", "2", "--warmup", "1", "--data_dir", tiny_fashion, "--image_size", "16", "--batch_size", "8",
-         "--width", "8", "--z_dim", "8"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+         "--layer_seconds", "0.03", "--steps", "2", "--warmup", "1", "--data_dir", tiny_fashion, "--image_size", "16",
+         "--batch_size", "8", "--width", "8", "--z_dim", "8"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| _Mkl") or line.startswith("| Conv2D")]
     assert rows and all(float(row.split("|")[2]) > 0 for row in rows), out.stdout
