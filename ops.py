@@ -69,9 +69,9 @@ class LeakyReLU(keras.layers.LeakyReLU):
 
     TensorFlow's CPU kernel of the bfloat16 LeakyReLU gradient is 5-6x slower than casting to float32 and back
     (2.8 against 0.49 ms forward and backward on a [64, 16, 16, 64] batch; AMD EPYC with AVX512_BF16), so Keras'
-    own layer spent a sixth of a bfloat16 DCGAN step there. The values are the same up to one bfloat16 rounding
-    of the slope; float32, float16 and every GPU use Keras' layer unchanged. Differentiable twice (LeakyReluGrad
-    has a gradient), as WGAN-GP's penalty needs.
+    own layer spent an eighth of a bfloat16 DCGAN step's op time there. The values are the same up to one bfloat16
+    rounding of the slope; float32, float16 and every GPU use Keras' layer unchanged. Differentiable twice
+    (LeakyReluGrad has a gradient), as WGAN-GP's penalty needs.
     """
 
     def call(self, x):
@@ -93,12 +93,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     Keras 3 composes batch normalisation from about ten separate operations (moments, then scale and shift, and
     as many again backward); TensorFlow's FusedBatchNormV3 does each direction in one kernel, 2-3x faster on a
-    CPU (forward and backward of a [64, 16, 16, 64] batch: 0.8 against 2.0 ms in float32; AMD EPYC) and likewise
-    the cuDNN one on a GPU, and it takes bfloat16/float16 activations without casting them to float32 (statistics
-    are still accumulated in float32). The normalisation is the same: by the batch's biased variance. The moving
-    variance is updated with the unbiased one (n / (n - 1) larger, n = batch x height x width), as in PyTorch, the
-    DCGAN and WGAN authors' framework, and in TF1's fused BatchNorm. Inference, and the synchronized
-    normalisation of several devices (a collective inside the layer), use Keras' own computation.
+    CPU (forward and backward of a [64, 16, 16, 64] batch: 0.8 against 2.0 ms in float32; AMD EPYC; on a GPU the
+    same op is cuDNN's fused batch norm, unmeasured here), and it takes bfloat16/float16 activations without
+    casting them to float32 (statistics are still accumulated in float32). The normalisation is the same: by the
+    batch's biased variance. The moving variance is updated with the unbiased one (n / (n - 1) larger, n = batch x
+    height x width), as in PyTorch, the DCGAN and WGAN authors' framework, and in TF1's fused BatchNorm. Inference,
+    and the synchronized normalisation of several devices (a collective inside the layer), use Keras' own
+    computation.
     """
 
     def call(self, inputs, training=None, mask=None):
