@@ -44,7 +44,7 @@ VARIANTS = ("dcgan", "wgan", "wgan_gp")
 SAMPLE_GRID = 8  # the fixed-noise grid is SAMPLE_GRID x SAMPLE_GRID images
 STRATEGIES = ("auto", "one", "mirrored", "multi_worker")
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}  # Keras dtype policies
-EXIT_USER_ERROR, EXIT_NON_FINITE = 2, 3
+EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_INTERRUPTED = 2, 3, 130  # 130: the shell's status for a SIGINT
 
 # Flags a resumed run may change; every other saved flag is part of the experiment and must match.
 RESUMABLE_FLAGS = {"steps", "resume", "out_dir", "data_dir", "ckpt_every", "sample_every", "log_every",
@@ -61,7 +61,7 @@ class NonFiniteError(Exception):
 
 def cli(main):
     """Run main(); user errors end with one sentence on stderr and exit status 2, a non-finite value with exit
-    status 3, not a traceback."""
+    status 3, a second Ctrl-C with status 130, not a traceback."""
     try:
         main()
     except (RunError, data.DataError) as e:
@@ -79,6 +79,9 @@ def cli(main):
         print("error: out of memory; lower --batch_size (or --image_size, --width), or use --precision bf16/fp16, "
               "and continue the run with --resume RUN_DIR.", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:  # a second Ctrl-C: the loop has saved what it could and said so
+        print("error: interrupted; continue the run with --resume RUN_DIR.", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 # ----------------------------------------------------------------------------------------------------- flags

@@ -53,6 +53,29 @@ def test_non_finite_run_stops_with_exit_3_and_saves_nothing_non_finite(name, tin
     assert [p.rsplit("-", 1)[1] for p in paths] == ["3", "4", "5"] and finite  # the last 3 of steps 1-5, all finite
 
 
+def test_a_second_ctrl_c_saves_the_step_and_ends_in_one_sentence(tiny_fashion, tmp_path, monkeypatch, capsys):
+    real_save_samples = common.save_samples
+
+    def two_ctrl_c(generator, noise, run_dir, step, *args):  # both land while step 2's grid is written
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_save_samples(generator, noise, run_dir, step, *args)
+
+    monkeypatch.setattr(common, "save_samples", two_ctrl_c)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        common.cli(lambda: dcgan.main(["--data_dir", tiny_fashion, *TINY, "--steps", "5", "--sample_every", "1",
+                                       "--out_dir", str(run_dir)]))
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-2:] == [
+        "saved the checkpoint of step 2 before stopping on the error below.",
+        "error: interrupted; continue the run with --resume RUN_DIR."], err
+    assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith("ckpt-2")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
 def test_run_without_a_checkpoint_resumes_from_step_0(tiny_fashion, tmp_path):
     argv = ["--data_dir", tiny_fashion, *TINY, "--deterministic", "--steps", "3"]
     dcgan.main(argv + ["--out_dir", str(tmp_path / "straight")])
