@@ -12,7 +12,8 @@ one step, past --row_seconds (TF's fp16 convolution gradients on a CPU can take 
 each precision the same process first measures a ceiling in that precision's compute dtype: the critic's largest
 convolution at the benchmark batch size (forward) and a large square matmul. WGAN gets a second row at its
 warm-up schedule (100 critic updates per generator step), timed over as many critic updates as the regular row:
-both should run the critic at the same rate.
+both should run the critic at the same rate. Each variant's rows also say how many real images/s its input
+pipeline yields on its own: more than the training rows' real images/s means the device need not wait for data.
 
 FLOPs of one generator step are counted from the networks (see step_flops): the multiply-adds of every Dense,
 Conv2D and Conv2DTranspose layer, 2 FLOPs each, forward and backward. Not counted: biases, normalisation,
@@ -239,6 +240,21 @@ def time_steps(train_step, iterator, n_critic, steps, warmup, budget):
     return done, time.perf_counter() - start
 
 
+def pipeline_rate(iterator, batch, seconds):
+    """Real images/s the input pipeline delivers on its own: batches pulled from the script's own (distributed)
+    iterator as fast as it yields them for `seconds`, after what it had prefetched is drained. Above the training
+    row's real images/s, the device need never wait for data (the pipeline runs ahead while a step computes)."""
+    for _ in range(8):
+        next(iterator)
+    pulled, start = 0, time.perf_counter()
+    while pulled == 0 or time.perf_counter() - start < seconds:
+        last = next(iterator)
+        pulled += 1
+    for part in tf.nest.flatten(last, expand_composites=True):  # one tensor per replica
+        part.numpy()
+    return pulled * batch / (time.perf_counter() - start)
+
+
 def ceiling_key(args, critic):
     return args.precision, conv_description(largest_conv(critic), args.batch_size)
 
@@ -261,7 +277,7 @@ def ceiling(variant, flags, known, ceilings):
           f"{ceilings[key]['matmul_gflops']:.1f} GFLOP/s", file=sys.stderr, flush=True)
 
 
-def bench(variant, flags, steps, warmup, budget):
+def bench(variant, flags, steps, warmup, budget, pipeline_seconds):
     """(rows, notes) for one variant at one precision and XLA setting: a dict per timed row, a line per skipped one."""
     args, generator, critic, iterator, train_step = build(variant, flags)
     schedule = critic_schedule(variant, args)
@@ -285,6 +301,9 @@ def bench(variant, flags, steps, warmup, budget):
                          ceiling=ceiling_key(args, critic)))
         print(f"  {variant} {args.precision} xla={args.xla} n_critic {label}: {rate:.3g} generator steps/s "
               f"({n_steps} steps in {seconds:.1f} s)", file=sys.stderr, flush=True)
+    pipeline = pipeline_rate(iterator, args.batch_size, pipeline_seconds)
+    for row in rows:
+        row["pipeline_images_per_s"] = pipeline
     return rows, notes
 
 
@@ -309,7 +328,8 @@ RESULT_COLUMNS = [("variant", "variant", "text"), ("precision", "precision", "te
                   ("generator steps/s", "steps_per_s", "num"), ("critic updates/s", "critic_per_s", "num"),
                   ("real images/s", "images_per_s", "num"), ("GFLOP/step", "gflop_per_step", "num"),
                   ("GFLOP/s", "gflop_per_s", "num"), ("% of conv ceiling", "conv_share", "num"),
-                  ("% of matmul ceiling", "matmul_share", "num")]
+                  ("% of matmul ceiling", "matmul_share", "num"),
+                  ("input pipeline alone, images/s", "pipeline_images_per_s", "num")]
 CEILING_COLUMNS = [("precision", "precision", "text"), ("compute dtype", "dtype", "text"),
                    ("critic's largest conv, forward", "conv", "text"), ("conv GFLOP/s", "conv_gflops", "num"),
                    ("matmul", "matmul", "text"), ("matmul GFLOP/s", "matmul_gflops", "num")]
@@ -329,6 +349,8 @@ def main(argv=None):
                         help="time budget of a row's warm-up, and of its timed steps: fewer steps if exceeded")
     parser.add_argument("--matmul_size", type=int, default=4096, help="n of the n x n x n matmul ceiling")
     parser.add_argument("--ceiling_seconds", type=float, default=1.5, help="timing budget of each ceiling")
+    parser.add_argument("--pipeline_seconds", type=float, default=2.0,
+                        help="timing budget of the input pipeline on its own, per variant")
     known, flags = parser.parse_known_args(argv)  # everything else goes to the scripts' own parsers
     if known.steps < 1 or known.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
@@ -345,7 +367,8 @@ def main(argv=None):
         for xla in {"both": (False, True), "off": (False,), "on": (True,)}[known.xla]:
             for variant in known.variants:
                 run_flags = [*flags, "--precision", precision] + (["--xla"] if xla else [])
-                new_rows, new_notes = bench(variant, run_flags, known.steps, known.warmup, known.row_seconds)
+                new_rows, new_notes = bench(variant, run_flags, known.steps, known.warmup, known.row_seconds,
+                                            known.pipeline_seconds)
                 notes += new_notes
                 for row in new_rows:
                     top = ceilings[row.pop("ceiling")]
@@ -364,7 +387,9 @@ def main(argv=None):
         lines += [f"- {note}" for note in notes] + [""]
     lines.append("FLOPs: multiply-adds (2 FLOPs) of every Dense, Conv2D and Conv2DTranspose layer, forward and "
                  "backward (input and weight gradients; the WGAN-GP penalty's double backward included), counted "
-                 "from the networks; real images/s = generator steps/s x n_critic x batch. The ceilings are TF's own "
+                 "from the networks; real images/s = generator steps/s x n_critic x batch; the input pipeline "
+                 "alone: the batches the script's own data iterator yields with no training, for --pipeline_seconds "
+                 "(above the row's real images/s, the device need not wait for data). The ceilings are TF's own "
                  "kernels without XLA, timed in this process, so a share above 100% can happen (and a ceiling "
                  "taken while other programs run is low).")
     print("\n".join(lines))

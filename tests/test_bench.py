@@ -111,8 +111,8 @@ def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--variants", variant,
          "--precisions", precision, "--xla", "off", "--steps", "2", "--warmup", "1", "--matmul_size", "128",
-         "--ceiling_seconds", "0.05", "--data_dir", tiny_fashion, "--image_size", "16", "--batch_size", "8",
-         "--width", "8", "--z_dim", "8"],
+         "--ceiling_seconds", "0.05", "--pipeline_seconds", "0.1", "--data_dir", tiny_fashion, "--image_size", "16",
+         "--batch_size", "8", "--width", "8", "--z_dim", "8"],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "- CPU: " in out.stdout and "TensorFlow " in out.stdout
@@ -122,8 +122,8 @@ def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == precision and cells[2] == "off" and cells[3] == "8"
-        values = [float(c) for c in cells[5:]]  # steps timed ... % of matmul ceiling
-        assert len(values) == 8 and all(v > 0 for v in values), row
+        values = [float(c) for c in cells[5:]]  # steps timed ... % of matmul ceiling, input pipeline images/s
+        assert len(values) == 9 and all(v > 0 for v in values), row
     ceilings = [line for line in out.stdout.splitlines() if line.startswith(f"| {precision} |")]
     assert len(ceilings) == 1, out.stdout
     cells = [c.strip() for c in ceilings[0].strip("|").split("|")]  # precision, dtype, conv, GFLOP/s, matmul, GFLOP/s
