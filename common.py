@@ -425,11 +425,15 @@ class Progress:
 
 def check_finite_weights(step, objects):
     """NonFiniteError naming the first variable of `objects` (models, optimizers) that holds NaN or Inf."""
-    for name, obj in objects.items():
-        for v in getattr(obj, "variables", []):
-            if tf.as_dtype(v.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(v))):
-                raise NonFiniteError(f"At step {step} {name}'s variable {getattr(v, 'path', v.name)} holds NaN or "
-                                     "Inf, so training stopped.")
+    named = [(name, v) for name, obj in objects.items() for v in getattr(obj, "variables", [])
+             if tf.as_dtype(v.dtype).is_floating]
+    if not named:
+        return
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(v)) for _, v in named]).numpy()  # one read of the device
+    if not finite.all():
+        name, v = named[int(np.argmin(finite))]
+        raise NonFiniteError(f"At step {step} {name}'s variable {getattr(v, 'path', v.name)} holds NaN or Inf, "
+                             "so training stopped.")
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -259,3 +260,18 @@ def test_resume_by_a_relative_run_directory(tiny_fashion, tmp_path, monkeypatch)
     dcgan.main(argv + ["--steps", "2", "--out_dir", os.path.join("runs", "r")])
     dcgan.main(["--resume", os.path.join("runs", "r"), "--steps", "3"])
     assert tf.train.latest_checkpoint(os.path.join("runs", "r", "ckpt")).endswith("ckpt-3")
+
+
+def test_finite_weight_check_names_the_first_bad_variable():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="first"),
+                              keras.layers.Dense(1, name="last")])
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    common.check_finite_weights(7, {"critic": model, "critic_optimizer": optimizer})  # all finite: no error
+    model.get_layer("last").bias.assign([np.inf])
+    with pytest.raises(common.NonFiniteError, match=r"^At step 7 critic's variable \S*last/bias holds NaN or Inf"):
+        common.check_finite_weights(7, {"critic": model, "critic_optimizer": optimizer})
+    model.get_layer("last").bias.assign([0.0])
+    optimizer.variables[-1].assign(tf.fill(optimizer.variables[-1].shape, np.nan))
+    with pytest.raises(common.NonFiniteError, match="critic_optimizer's variable"):
+        common.check_finite_weights(7, {"critic": model, "critic_optimizer": optimizer})
