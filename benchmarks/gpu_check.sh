@@ -4,8 +4,8 @@
 #     bash benchmarks/gpu_check.sh OUT_DIR          # GPU: tensorflow[and-cuda], 64x64 benchmark at batch 64 and 256
 #     bash benchmarks/gpu_check.sh --cpu OUT_DIR    # the same steps with the CPU package and short settings
 #
-# Steps: a fresh venv in OUT_DIR/venv with TensorFlow (the version range of requirements.txt), the requirements and
-# pytest; nvidia-smi and TensorFlow's GPU list (stops here if TensorFlow sees no GPU); the test suite; the
+# Steps: a fresh venv in OUT_DIR/venv with TensorFlow (the version range of requirements.txt) and
+# requirements-dev.txt (the requirements, pytest, matplotlib); nvidia-smi and TensorFlow's GPU list (stops here if TensorFlow sees no GPU); the test suite; the
 # benchmark tables (benchmarks/bench_train.py) for fp32, bf16 and fp16 without and with XLA, into
 # OUT_DIR/bench_batchN.md; a `python dcgan.py` run (2 minutes; --cpu 30 s) stopped by Ctrl-C (SIGINT, which saves
 # a checkpoint), then `python sample.py` on it. A failing step is reported and the next one runs; the summary at
@@ -90,7 +90,7 @@ TF_RANGE="$(sed -n 's/^tensorflow\([<>=!~][^ #]*\).*/\1/p' "$REPO/requirements.t
 [[ -n "$TF_RANGE" ]] || { echo "error: no tensorflow line in $REPO/requirements.txt" >&2; exit 1; }
 rm -rf "$OUT/venv"
 step "venv + pip install $TF_PACKAGE$TF_RANGE" "$OUT/install.log" bash -c "python3 -m venv '$OUT/venv' &&
-    '$OUT/venv/bin/python' -m pip install '$TF_PACKAGE$TF_RANGE' -r '$REPO/requirements.txt' pytest"
+    '$OUT/venv/bin/python' -m pip install '$TF_PACKAGE$TF_RANGE' -r '$REPO/requirements-dev.txt'"
 if [[ $FAILED == 1 ]]; then summary; exit 1; fi
 PY="$OUT/venv/bin/python"
 cd "$REPO"
