@@ -80,7 +80,8 @@ def cli(main):
               "and continue the run with --resume RUN_DIR.", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:  # a second Ctrl-C: the loop has saved what it could and said so
-        print("error: interrupted; continue the run with --resume RUN_DIR.", file=sys.stderr)
+        print("error: interrupted; a training run continues from its newest checkpoint with --resume RUN_DIR.",
+              file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
 
 

@@ -12,6 +12,19 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def cli_in_process(main, argv, capsys):
+    """`python X.py ARGV` in this process, for a script X whose __main__ is common.cli(main) (each script's own line
+    is run by one subprocess test): (exit status, stdout, stderr). A TensorFlow start-up cheaper per call."""
+    import common
+    try:
+        common.cli(lambda: main([str(a) for a in argv]))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def write_idx_images(path, images):
     """images uint8 (N, rows, cols) -> an IDX3 file as in the original MNIST / Fashion-MNIST releases (.gz ok)."""
     header = struct.pack(">IIII", 0x00000803, *images.shape)

@@ -22,6 +22,7 @@ import common  # noqa: E402
 import data  # noqa: E402
 import metrics  # noqa: E402
 import ops  # noqa: E402
+from conftest import cli_in_process  # noqa: E402
 
 OFFLINE_ENV = {**os.environ, "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
                "no_proxy": "", "NO_PROXY": ""}  # any download attempt fails at once
@@ -480,15 +481,7 @@ def run_cli(*args, env=None):
 
 
 def run_main(capsys, *args):
-    """`python metrics.py ARGS` in this process (its __main__ is common.cli(main); the subprocess tests cover that
-    line): (exit status, stdout, stderr). Saves TensorFlow's start-up, seconds per call."""
-    try:
-        common.cli(lambda: metrics.main(list(args)))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return cli_in_process(metrics.main, args, capsys)  # `python metrics.py ARGS`, in this process
 
 
 def test_cli_scores_an_npz_and_a_png_folder_alike(labelled, trained_cache, tmp_path, capsys):

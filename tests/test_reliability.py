@@ -72,7 +72,7 @@ def test_a_second_ctrl_c_saves_the_step_and_ends_in_one_sentence(tiny_fashion, t
     assert e.value.code == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-2:] == [
         "saved the checkpoint of step 2 before stopping on the error below.",
-        "error: interrupted; continue the run with --resume RUN_DIR."], err
+        "error: interrupted; a training run continues from its newest checkpoint with --resume RUN_DIR."], err
     assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith("ckpt-2")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
 

@@ -16,7 +16,7 @@ import sample
 import wgan
 import wgan_gp
 
-from conftest import ROOT
+from conftest import ROOT, cli_in_process
 
 SCRIPTS = {"dcgan": dcgan, "wgan": wgan, "wgan_gp": wgan_gp}
 # A small, fast configuration: 28x28 (two up/down-sampling layers) and narrow networks.
@@ -341,20 +341,10 @@ def test_resume_refuses_conflicting_flags_and_other_variants(tiny_fashion, tmp_p
         dcgan.main(["--data_dir", tiny_fashion, "--out_dir", str(run_dir)])
 
 
-def cli_main(module, argv, capsys):
-    """`python MODULE.py ARGV` in this process (the scripts' __main__ is common.cli(main); test_script_end_to_end
-    runs that line): (exit status, stderr)."""
-    try:
-        common.cli(lambda: module.main([str(a) for a in argv]))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
 def test_missing_data_path_is_one_clear_sentence(tmp_path, capsys):
     missing = tmp_path / "nowhere"
-    code, err = cli_main(wgan_gp, ["--data_dir", missing, "--steps", 1, "--out_dir", tmp_path / "r"], capsys)
+    code, _, err = cli_in_process(wgan_gp.main, ["--data_dir", missing, "--steps", 1, "--out_dir", tmp_path / "r"],
+                                  capsys)
     lines = err.strip().splitlines()
     assert code == 2 and "Traceback" not in err
     assert lines[-1].startswith("error: ") and str(missing) in lines[-1]
@@ -367,7 +357,7 @@ def test_checkpoint_from_another_size_is_refused(tiny_fashion, tmp_path, capsys)
     config = json.loads((run_dir / "config.json").read_text())
     config["width"] = 16  # as if config and checkpoint came from different runs
     (run_dir / "config.json").write_text(json.dumps(config))
-    code, err = cli_main(wgan_gp, ["--resume", run_dir, "--steps", 2], capsys)
+    code, _, err = cli_in_process(wgan_gp.main, ["--resume", run_dir, "--steps", 2], capsys)
     assert code == 2 and "does not fit" in err.strip().splitlines()[-1] and "Traceback" not in err
     assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith("ckpt-1")
 
