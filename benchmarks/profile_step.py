@@ -44,7 +44,7 @@ def op_self_times(xspace):
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):
                 continue
-            stack = []  # [end, op type or None, children's time] of the enclosing events
+            stack = []  # [end, op type or None, children's time, duration] of the enclosing events
             for event in sorted(line.events, key=lambda e: (e.offset_ps, -e.duration_ps)):
                 start, end = event.offset_ps, event.offset_ps + event.duration_ps
                 while stack and stack[-1][0] <= start:
