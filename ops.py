@@ -58,7 +58,10 @@ class LayerNorm(keras.layers.Layer):
 
     def call(self, x):
         mean, var = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
-        return (x - mean) * tf.math.rsqrt(var + self.epsilon) * self.gamma + self.beta
+        # As tflib does it (tf.nn.batch_normalization): the per-sample, per-channel scale and shift are folded
+        # first, so the full-size tensor is touched twice (x * scale + shift), not four times, forward and backward.
+        scale = tf.math.rsqrt(var + self.epsilon) * self.gamma
+        return x * scale + (self.beta - mean * scale)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

@@ -145,8 +145,16 @@ def test_wgan_gp_critic_has_no_batchnorm():
 
 def test_layer_norm_normalises_each_sample_over_h_w_c():
     x = tf.random.normal([3, 4, 4, 5]) * 7 + 3
-    y = ops.LayerNorm()(x).numpy()
+    layer = ops.LayerNorm()
+    y = layer(x).numpy()
     assert np.allclose(y.mean(axis=(1, 2, 3)), 0, atol=1e-5) and np.allclose(y.std(axis=(1, 2, 3)), 1, atol=1e-3)
+    # With a scale and offset per channel: tflib's formula, (x - mean) / sqrt(var + eps) * gamma + beta, in numpy.
+    gamma, beta = np.linspace(0.5, 2, 5, dtype=np.float32), np.linspace(-1, 1, 5, dtype=np.float32)
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+    xs = x.numpy().astype(np.float64)
+    mean, var = xs.mean(axis=(1, 2, 3), keepdims=True), xs.var(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(layer(x).numpy(), (xs - mean) / np.sqrt(var + 1e-5) * gamma + beta, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
