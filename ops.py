@@ -106,7 +106,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not training or self.synchronized or mask is not None or len(inputs.shape) != 4 or self.axis not in (-1, 3):
+        if (not training or self.synchronized or mask is not None or not (self.center and self.scale)
+                or len(inputs.shape) != 4 or self.axis not in (-1, 3)):
             return super().call(inputs, training=training, mask=mask)
         y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=inputs, scale=self.gamma, offset=self.beta, mean=self.moving_mean, variance=self.moving_variance,
