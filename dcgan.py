@@ -86,16 +86,13 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         critic_update = tf.function(critic_update, jit_compile=True)
         generator_update = tf.function(generator_update, jit_compile=True)
 
-    def reduce(per_device):
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_device.items()}
-
     @tf.function
     def train_step(iterator, n_critic=1):  # n_critic: wgan.py's signature; DCGAN takes one update per step
         # (1) discriminator: one update, maximising log D(real) + log(1 - D(G(z)))
-        metrics = reduce(strategy.run(critic_update, args=(next(iterator),)))
+        metrics = strategy.run(critic_update, args=(next(iterator),))
         # (2) generator: one update, maximising log D(G(z))
-        metrics.update(reduce(strategy.run(generator_update)))
-        return progress.advance(metrics, critic_updates=1)
+        metrics.update(strategy.run(generator_update))
+        return progress.advance(common.reduce_metrics(strategy, metrics), critic_updates=1)
 
     return train_step
 

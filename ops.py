@@ -92,29 +92,57 @@ class LeakyReLU(keras.layers.LeakyReLU):
 
 
 class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras' BatchNormalization, computed in training by TensorFlow's fused kernel when it runs on one device.
+    """Keras' BatchNormalization, trained with one computation of the statistics for any number of devices.
 
-    Keras 3 composes batch normalisation from about ten separate operations (moments, then scale and shift, and
-    as many again backward); TensorFlow's FusedBatchNormV3 does each direction in one kernel, 2-3x faster on a
-    CPU (forward and backward of a [64, 16, 16, 64] batch: 0.8 against 2.0 ms in float32; AMD EPYC; on a GPU the
-    same op is cuDNN's fused batch norm, unmeasured here), and it takes bfloat16/float16 activations without
-    casting them to float32 (statistics are still accumulated in float32). The normalisation is the same: by the
-    batch's biased variance. The moving variance is updated with the unbiased one (n / (n - 1) larger, n = batch x
-    height x width), as in PyTorch, the DCGAN and WGAN authors' framework, and in TF1's fused BatchNorm. Inference,
-    and the synchronized normalisation of several devices (a collective inside the layer), use Keras' own
-    computation.
+    On one device, training runs TensorFlow's fused kernel: Keras 3 composes batch normalisation from about ten
+    separate operations (moments, then scale and shift, and as many again backward); TensorFlow's FusedBatchNormV3
+    does each direction in one kernel, 2-3x faster on a CPU (forward and backward of a [64, 16, 16, 64] batch: 0.8
+    against 2.0 ms in float32; AMD EPYC; on a GPU the same op is cuDNN's fused batch norm, unmeasured here), and it
+    takes bfloat16/float16 activations without casting them to float32 (statistics are still accumulated in float32).
+
+    On several devices (synchronized=True, inside a multi-replica strategy) the statistics are those of the global
+    batch, with ONE all-reduce per layer call of [sum, sum of squares, count] (Keras issues three, one per quantity:
+    each a collective of its own between GPUs, where latency, not size, is the cost).
+
+    Both normalise by the batch's biased variance and update the moving variance with the unbiased one (n / (n - 1)
+    larger, n = global batch x height x width), as in PyTorch, the DCGAN and WGAN authors' framework, and in TF1's
+    fused BatchNorm, so a run's statistics do not depend on its device count. Inference uses Keras' own computation.
     """
 
     def call(self, inputs, training=None, mask=None):
-        if (not training or self.synchronized or mask is not None or not (self.center and self.scale)
-                or len(inputs.shape) != 4 or self.axis not in (-1, 3)):
+        if (not training or mask is not None or not (self.center and self.scale) or len(inputs.shape) != 4
+                or self.axis not in (-1, 3)):
             return super().call(inputs, training=training, mask=mask)
+        context = tf.distribute.get_replica_context()  # None in a cross-replica context
+        if self.synchronized and context is not None and context.num_replicas_in_sync > 1:
+            return self._synchronized(inputs, context)
         y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=inputs, scale=self.gamma, offset=self.beta, mean=self.moving_mean, variance=self.moving_variance,
             epsilon=self.epsilon, exponential_avg_factor=1.0 - self.momentum, data_format="NHWC", is_training=True)
         self.moving_mean.assign(mean)  # the op returns the moving averages themselves: momentum m + batch (1 - m)
         self.moving_variance.assign(variance)
         return y
+
+    def _synchronized(self, inputs, context):
+        x = tf.cast(inputs, tf.float32)  # statistics of float16/bfloat16 activations in float32, as Keras does
+        channels = x.shape[-1]
+        # Sums of x - shift, with the moving mean as the shift (the same on every device): E[x^2] - E[x]^2 then
+        # loses little to cancellation, also where a channel's mean is large against its spread.
+        shift = tf.stop_gradient(self.moving_mean)
+        centred = x - shift
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        local = tf.concat([tf.reduce_sum(centred, [0, 1, 2]), tf.reduce_sum(tf.square(centred), [0, 1, 2]),
+                           count[None]], axis=0)
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)  # differentiable: gradients are all-reduced
+        n = total[-1]
+        shifted_mean = total[:channels] / n
+        variance = tf.maximum(total[channels:2 * channels] / n - tf.square(shifted_mean), 0.0)
+        mean = shifted_mean + shift
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + tf.stop_gradient(variance * n / (n - 1)) * (1.0 - m))
+        y = tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+        return tf.cast(y, self.compute_dtype)
 
 
 def batch_norm():

@@ -101,11 +101,8 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         critic_update = tf.function(critic_update, jit_compile=True)
         generator_update = tf.function(generator_update, jit_compile=True)
 
-    def reduce(per_device):
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_device.items()}
-
     def clipped_critic_update(real):
-        metrics = reduce(strategy.run(critic_update, args=(real,)))
+        metrics = strategy.run(critic_update, args=(real,))
         # Algorithm 1, line 7, after every critic update, on every device's copy at once (cross-replica context).
         clip_weights(critic.trainable_variables, args.clip)
         return metrics
@@ -114,13 +111,14 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
     def train_step(iterator, n_critic):
         # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake), each then clipped.
         #     A graph loop over a tensor n_critic (5, or 100 in the warm-up): one call per generator step, traced
-        #     once; the last update's metrics are the ones logged.
+        #     once; the last update's metrics are the ones logged, reduced over the devices once per step.
         metrics = clipped_critic_update(next(iterator))
         for _ in tf.range(n_critic - 1):
             metrics = clipped_critic_update(next(iterator))
-        metrics["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)
         # (2) generator: one update, maximising D(G(z))
-        metrics.update(reduce(strategy.run(generator_update)))
+        metrics.update(strategy.run(generator_update))
+        metrics = common.reduce_metrics(strategy, metrics)
+        metrics["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)  # the same on every copy
         return progress.advance(metrics, critic_updates=n_critic)
 
     return train_step

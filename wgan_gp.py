@@ -110,20 +110,17 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         critic_update = tf.function(critic_update, jit_compile=True)
         generator_update = tf.function(generator_update, jit_compile=True)
 
-    def reduce(per_device):
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_device.items()}
-
     @tf.function
     def train_step(iterator, n_critic):
         # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake) - lambda * penalty.
         #     A graph loop over a tensor n_critic: one call per generator step, traced once; the last update's
-        #     metrics are the ones logged.
-        metrics = reduce(strategy.run(critic_update, args=(next(iterator),)))
+        #     metrics are the ones logged, reduced over the devices once per step.
+        metrics = strategy.run(critic_update, args=(next(iterator),))
         for _ in tf.range(n_critic - 1):
-            metrics = reduce(strategy.run(critic_update, args=(next(iterator),)))
+            metrics = strategy.run(critic_update, args=(next(iterator),))
         # (2) generator: one update, maximising D(G(z))
-        metrics.update(reduce(strategy.run(generator_update)))
-        return progress.advance(metrics, critic_updates=n_critic)
+        metrics.update(strategy.run(generator_update))
+        return progress.advance(common.reduce_metrics(strategy, metrics), critic_updates=n_critic)
 
     return train_step
 
