@@ -368,6 +368,7 @@ class Run:
         task = (resolver.task_type, resolver.task_id) if resolver is not None and resolver.task_type else None
         cluster = resolver.cluster_spec().as_dict() if task else {}
         self.chief = task is None or task[0] == "chief" or (task == ("worker", 0) and "chief" not in cluster)
+        self.workers = max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))  # processes in the run
         if args.resume:
             self.dir = args.resume
             self.config = read_config(args.resume)
@@ -412,8 +413,12 @@ class Progress:
 
     Create it inside strategy.scope(). A step counts as diverged when one of its metrics is NaN or Inf and every
     update of the step was applied: fp16's loss scaler skips an update whose scaled gradients overflowed (and
-    lowers the scale), which is its normal working, not a divergence.
+    lowers the scale), which is its normal working, not a divergence. It is not normal when it never ends: a loss
+    scale below 1 (the gradients overflow float16 even scaled down) or FP16_SKIPPED_STEPS generator steps in a row
+    in which every update was skipped stop the run as a divergence does.
     """
+
+    FP16_SKIPPED_STEPS = 25  # from a scale of 2^15, 16 skips in a row already take it below 1
 
     def __init__(self, **optimizers):
         def variable(value, dtype):
@@ -427,6 +432,11 @@ class Progress:
         self._bad_step = variable(-1, tf.int64)  # the first diverged step, or -1
         self._bad_index = variable(0, tf.int32)
         self._bad_value = variable(0.0, tf.float32)
+        self._skipped = variable(0, tf.int64)  # generator steps in a row in which every update was skipped
+        self._whole = variable(True, tf.bool)  # the last step applied every one of its updates
+        self._stuck_step = variable(-1, tf.int64)  # the first step at which fp16's skipping became endless, or -1
+        self._stuck_scale = variable(0.0, tf.float32)  # the lowest loss scale at that step
+        self._stuck_skipped = variable(0, tf.int64)  # and the steps in a row skipped by then
         self._names = []
 
     def _applied_updates(self):
@@ -442,7 +452,17 @@ class Progress:
         finite = tf.math.is_finite(values)
         updates = self._applied_updates()
         all_applied = tf.equal(updates - self._updates, tf.cast(critic_updates, tf.int64) + 1)
+        self._skipped.assign(tf.where(tf.equal(updates, self._updates), self._skipped + 1, 0))
+        self._whole.assign(all_applied)
         self._updates.assign(updates)
+        scales = [loss_scale(o) for o in self.optimizers.values() if hasattr(o, "dynamic_scale")]
+        if scales:  # fp16
+            lowest = tf.reduce_min(tf.stack(scales))
+            stuck = tf.logical_and(tf.logical_or(lowest < 1.0, self._skipped >= self.FP16_SKIPPED_STEPS),
+                                   self._stuck_step < 0)
+            self._stuck_step.assign(tf.where(stuck, self.step + 1, self._stuck_step))
+            self._stuck_scale.assign(tf.where(stuck, lowest, self._stuck_scale))
+            self._stuck_skipped.assign(tf.where(stuck, self._skipped, self._stuck_skipped))
         self.step.assign_add(1)
         self.batches.assign_add(tf.cast(critic_updates, tf.int64))
         first = tf.logical_and(tf.logical_and(all_applied, tf.logical_not(tf.reduce_all(finite))),
@@ -457,12 +477,25 @@ class Progress:
         """After a restore: the optimizers' update counts are the new reference."""
         self._updates.assign(self._applied_updates())
 
+    def last_step_whole(self):
+        """False if fp16's loss scaling skipped an update of the last step (reads the device)."""
+        return bool(self._whole.numpy())
+
     def check(self):
-        """Raise NonFiniteError if a step diverged (reads the device: call it where the loop syncs anyway)."""
+        """Raise NonFiniteError if a step diverged or fp16 skips every update for good (reads the device: call it
+        where the loop syncs anyway). The values are the same on every replica and worker (reduced metrics,
+        mirrored variables), so every worker stops at the same step."""
         step = int(self._bad_step.numpy())
         if step >= 0:
             raise NonFiniteError(f"At step {step} {self._names[int(self._bad_index.numpy())]} became "
                                  f"{float(self._bad_value.numpy())}, so training stopped.")
+        step = int(self._stuck_step.numpy())
+        if step >= 0:
+            skipped, scale = int(self._stuck_skipped.numpy()), float(self._stuck_scale.numpy())
+            what = (f"skipped every update of {skipped} steps in a row" if skipped >= self.FP16_SKIPPED_STEPS else
+                    f"lowered its loss scale to {scale:g} (the gradients overflow float16 even scaled down)")
+            raise NonFiniteError(f"At step {step} fp16 loss scaling had {what}, so training stopped; start a new run "
+                                 "with --precision bf16 or fp32, or a lower --lr.")
 
 
 def check_finite_weights(step, objects):
@@ -698,15 +731,16 @@ class StopRequest:
     checkpoint saved on the way out is of a whole step. A second Ctrl-C stops at once (still saving that
     checkpoint: a Python signal never lands inside the compiled step)."""
 
-    def __init__(self):
-        self.requested = False
+    def __init__(self, workers=1):
+        self.requested, self.workers = False, workers
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+        when = "after this step" if self.workers == 1 else "at the next log step, together with the other workers,"
+        print(f"\nstopping {when} and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
 
     def close(self):
         for s, handler in self._previous.items():
@@ -729,17 +763,19 @@ class Training:
 
     def __init__(self, run, ckpt, progress, generator, evaluate=None):
         self.run, self.args, self.ckpt, self.progress = run, run.args, ckpt, progress
+        self.stopping = False  # several workers: agreed by all of them (_agree_to_stop)
         self.generator, self.evaluate = generator, evaluate
         self.step = int(progress.step.numpy())  # the host's copy of the clock, so the loop never reads the device's
         self.noise = fixed_noise(self.args.seed, self.args.z_dim)
         self.clock = float(progress.train_seconds.numpy())  # training seconds, evaluation and saving excluded
         self.in_step = False
         self.metrics, self.logged = None, self.step
+        self.save_pending = False  # a periodic checkpoint put off past a step with a skipped fp16 update
 
     def __enter__(self):
         self.progress.sync()
         self.log = Logger(self.run.write_dir, self.args.steps, self.step)
-        self.stop = StopRequest()
+        self.stop = StopRequest(self.run.workers)
         self.mark = (self.step, 0, self.clock)  # step, images and clock at the last log line
         self.images = 0
         self.started = time.perf_counter()
@@ -748,9 +784,17 @@ class Training:
     def seconds(self):
         return self.clock + (time.perf_counter() - self.started if self.started is not None else 0.0)
 
-    def steps(self):
+    def _wants_to_stop(self):
+        """This process's own reasons to stop: Ctrl-C or SIGTERM, or (the chief's clock) the --minutes budget."""
         budget = self.args.minutes * 60 or float("inf")
-        while self.step < self.args.steps and not self.stop.requested and self.seconds() < budget:
+        return self.stop.requested or (self.run.chief and self.seconds() >= budget)
+
+    def steps(self):
+        # One process decides alone, before every step. Several workers must stop after the same step (each step
+        # is a collective of all of them: a worker that leaves early hangs or kills the others), so they decide
+        # together, at the loop's sync points (_agree_to_stop).
+        while self.step < self.args.steps and not self.stopping and not (self.run.workers == 1
+                                                                         and self._wants_to_stop()):
             self.in_step = True
             yield self.step
 
@@ -765,9 +809,12 @@ class Training:
         def due(every):
             return every > 0 and i % every == 0
         log, sample, evaluate, save = (due(args.log_every) or i == args.steps, due(args.sample_every),
-                                       self.evaluate is not None and due(args.eval_every), due(args.ckpt_every))
+                                       self.evaluate is not None and due(args.eval_every),
+                                       due(args.ckpt_every) or self.save_pending)
         if log or sample or evaluate or save:
             self._pause()  # reads the metrics: waits for the device to finish this step
+            if self.run.workers > 1:
+                self.stopping = self._agree_to_stop()
             if log:
                 self._log()
             if sample and self.run.chief:
@@ -778,8 +825,25 @@ class Training:
                     raise NonFiniteError(f"At step {i} the evaluation score became {score}, so training stopped.")
                 self.ckpt.save_if_best(i, score)  # before the periodic save, which holds the best score
             if save:
-                self._save()
+                # Periodic checkpoints hold whole steps only: after an fp16 step that skipped an update the save
+                # waits for the next whole one, so a run whose skipping never ends (Progress.check stops it) has
+                # saved nothing after its last good step.
+                self.save_pending = not self.progress.last_step_whole()
+                if not self.save_pending:
+                    self._save()
             self.started = time.perf_counter()
+
+    def _agree_to_stop(self):
+        """Several workers: True on every worker if any of them wants to stop, by one all-reduce of a flag.
+        Called at the same steps on all of them (the sync points are a function of the step and the flags)."""
+        if not hasattr(self, "_flag_sum"):
+            strategy = self.run.strategy
+
+            @tf.function
+            def flag_sum(flag):
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None)
+            self._flag_sum = flag_sum
+        return float(self._flag_sum(tf.constant(float(self._wants_to_stop())))) > 0
 
     def _stop_clock(self):
         if self.started is not None:

@@ -2,10 +2,13 @@
 processes on 127.0.0.1, the way several GPUs or machines run the same scripts."""
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -275,3 +278,108 @@ def test_fp16_skips_together_and_batchnorm_is_one_on_two_devices():
         assert bn[key] < 2e-5, (key, bn)  # float32 rounding; the biased moving variance would be off by 1/127
     assert bn["moving_variance_copies_equal"], bn
     assert bn["all_reduces_per_call"] == 1, bn
+
+
+def _launch_workers(argv, tmp_path, extra_env=None):
+    """Two worker processes on 127.0.0.1 running `python ARGV` with TF_CONFIG; their scratch directory."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    scratch = tmp_path / f"scratch-{workers[0].rsplit(':', 1)[1]}"
+    scratch.mkdir()
+    procs = []
+    for index in range(2):
+        env = dict(_env(), TMPDIR=str(scratch), **(extra_env or {}),
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs, scratch
+
+
+def _finish(procs, timeout=300):
+    """(status, stdout, stderr) of each process, killing them all if any is not done in `timeout` seconds (a hang)."""
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+# An fp16 step whose gradient overflows on worker 1 only, then a finite one, through the optimizers the scripts build.
+FP16_WORKER = r'''
+import json, types
+import tensorflow as tf
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+import keras, numpy as np
+import common
+with strategy.scope():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    opt, = common.prepare_optimizers(types.SimpleNamespace(precision="fp16"), (keras.optimizers.SGD(0.1), model))
+w = model.trainable_variables[0]
+worker = strategy.cluster_resolver.task_id
+trace = [{"w": w.numpy().ravel().tolist()}]
+
+@tf.function
+def step(bad):
+    def update():
+        opt.apply_gradients([(tf.ones([2, 1]) * opt.dynamic_scale * tf.where(bad, float("inf"), 1.0), w)])
+    strategy.run(update)
+for bad in (worker == 1, False):
+    step(tf.constant(bad))
+    trace.append({"w": w.numpy().ravel().tolist(), "iterations": int(opt.iterations.numpy()),
+                  "scale": float(opt.dynamic_scale.numpy())})
+print(json.dumps(trace))
+'''
+
+
+def test_fp16_overflow_on_one_worker_skips_on_both_without_a_hang(tmp_path):
+    procs, _ = _launch_workers(["-c", FP16_WORKER], tmp_path)
+    results = _finish(procs, timeout=240)
+    for status, _, err in results:
+        assert status == 0, err[-3000:]
+    traces = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
+    assert traces[0] == traces[1], traces  # the same weights, update count and scale on both workers
+    start, skipped, applied = traces[0]
+    assert skipped["w"] == start["w"] and skipped["iterations"] == 0, traces  # skipped on both
+    # SGD(0.1) on the gradient 1 summed over the two workers (Keras all-reduces by SUM)
+    assert np.allclose(applied["w"], np.array(start["w"]) - 0.2) and applied["iterations"] == 1, traces
+    assert skipped["scale"] == applied["scale"] == 2.0 ** 14, traces  # halved once, on both
+
+
+STOPPED = re.compile(r"^(?:finished|stopped) at step (\d+);", re.M)
+
+
+def test_two_workers_stop_together_on_the_time_budget_and_on_sigterm_to_one(tiny_fashion, tmp_path):
+    run_dir = tmp_path / "run"
+    base = [os.path.join(ROOT, "dcgan.py"), "--strategy", "multi_worker", "--data_dir", tiny_fashion, *TINY,
+            "--steps", "100000", "--ckpt_every", "100000", "--sample_every", "100000"]
+    # (1) --minutes: the chief's training clock runs out; both workers stop after the same step, the chief saves it.
+    procs, _ = _launch_workers(base + ["--minutes", "0.05", "--out_dir", str(run_dir)], tmp_path)
+    results = _finish(procs)
+    steps = []
+    for status, out, err in results:
+        assert status == 0 and STOPPED.search(out), err[-3000:]
+        steps.append(int(STOPPED.search(out).group(1)))
+    assert steps[0] == steps[1] > 0, steps
+    assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith(f"ckpt-{steps[0]}")
+    first = steps[0]
+
+    # (2) --resume continues it; SIGTERM to worker 1 alone (a preempted machine) once it has trained past `first`:
+    # both stop after the same later step with status 0, and the chief's checkpoint holds that step.
+    procs, _ = _launch_workers([base[0], "--resume", str(run_dir), "--minutes", "0"], tmp_path)
+    seen = []
+    try:
+        for line in procs[1].stdout:  # worker 1 logs every step (--log_every 1) as "step N/100000 ..."
+            seen.append(line)
+            if line.startswith("step ") and int(line.split()[1].split("/")[0]) > first + 2:
+                procs[1].send_signal(signal.SIGTERM)
+                break
+    finally:
+        results = _finish(procs)  # kills both if they do not end in time
+    results[1] = (results[1][0], "".join(seen) + results[1][1], results[1][2])
+    steps = []
+    for status, out, err in results:
+        assert status == 0, err[-3000:]
+        assert f"resumed from {run_dir}/ckpt/ckpt-{first} at step {first}" in out, out[-2000:]
+        steps.append(int(STOPPED.search(out).group(1)))
+    assert steps[0] == steps[1] > first + 2, steps
+    assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith(f"ckpt-{steps[0]}")

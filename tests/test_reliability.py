@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,34 @@ def test_non_finite_run_stops_with_exit_3_and_saves_nothing_non_finite(name, tin
                     "see README, 'Reliability', for what to try."), last
     paths, finite = _all_checkpoints_finite(str(run_dir))
     assert [p.rsplit("-", 1)[1] for p in paths] == ["3", "4", "5"] and finite  # the last 3 of steps 1-5, all finite
+
+
+def test_fp16_that_skips_every_update_for_good_stops_with_exit_3_and_saves_nothing_after_the_last_good_step(
+        tiny_fashion, tmp_path, monkeypatch, capsys):
+    real_make_dataset = data.make_dataset
+
+    def nan_from_batch_5(*args, **kwargs):  # real batches 0-4, then NaN images: every critic gradient is NaN
+        return real_make_dataset(*args, **kwargs).enumerate().map(
+            lambda i, x: tf.where(i >= 5, tf.fill(tf.shape(x), np.nan), x))
+
+    monkeypatch.setattr(data, "make_dataset", nan_from_batch_5)
+    run_dir = tmp_path / "run"
+    argv = ["--data_dir", tiny_fashion, *TINY, "--precision", "fp16", "--steps", "40", "--ckpt_every", "1",
+            "--out_dir", str(run_dir)]
+    with pytest.raises(SystemExit) as e:
+        common.cli(lambda: dcgan.main(argv))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    # fp16's scaler skips each NaN update of the critic and halves its scale, 2^15 at step 6 -> 0.5 at step 21
+    # (20 or earlier if the initial scale overflowed once before): the NaN guard does not fire (the skips are the
+    # scaler working), the stuck-scale rule does.
+    assert e.value.code == 3, last
+    stop = re.match(r"error: At step (\d+) fp16 loss scaling had lowered its loss scale to 0.5 \(the gradients "
+                    r"overflow float16 even scaled down\), so training stopped; start a new run with --precision "
+                    r"bf16 or fp32, or a lower --lr\.", last)
+    assert stop and 16 <= int(stop.group(1)) <= 21, last
+    paths, finite = _all_checkpoints_finite(str(run_dir))
+    # Steps 1-5 were whole; from step 6 on every periodic save waited for a whole step, which never came.
+    assert [p.rsplit("-", 1)[1] for p in paths] == ["3", "4", "5"] and finite
 
 
 def test_a_second_ctrl_c_saves_the_step_and_ends_in_one_sentence(tiny_fashion, tmp_path, monkeypatch, capsys):
