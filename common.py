@@ -48,7 +48,7 @@ EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_INTERRUPTED = 2, 3, 130  # 130: the shell
 
 # Flags a resumed run may change; every other saved flag is part of the experiment and must match.
 RESUMABLE_FLAGS = {"steps", "resume", "out_dir", "data_dir", "ckpt_every", "sample_every", "log_every",
-                   "keep_ckpts", "xla", "eval_every", "eval_samples", "strategy", "minutes"}
+                   "keep_ckpts", "xla", "eval_every", "eval_samples", "eval_extra", "strategy", "minutes"}
 
 
 class RunError(Exception):
@@ -141,6 +141,9 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
     # Lower-is-better metrics of metrics.py only (the Inception Score is higher-is-better, so it cannot pick a best).
     add("--metric", default=None, choices=("classifier_fd", "classifier_kid", "fid", "kid"),
         help="what --eval_every computes (see metrics.py); default classifier_fd for fashion_mnist/mnist, else fid")
+    add("--eval_extra", nargs="*", default=[], metavar="METRIC",
+        help="metrics.py metrics also logged at each --eval_every (never used to pick the best checkpoint), e.g. "
+             "classifier_precision classifier_recall classes: mode collapse in numbers")
 
 
 def parse_args(parser, variant, argv=None):
