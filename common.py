@@ -48,7 +48,7 @@ EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_INTERRUPTED = 2, 3, 130  # 130: the shell
 
 # Flags a resumed run may change; every other saved flag is part of the experiment and must match.
 RESUMABLE_FLAGS = {"steps", "resume", "out_dir", "data_dir", "ckpt_every", "sample_every", "log_every",
-                   "keep_ckpts", "xla", "eval_every", "eval_samples", "strategy", "minutes"}
+                   "keep_ckpts", "xla", "eval_every", "eval_samples", "eval_extra", "strategy", "minutes"}
 
 
 class RunError(Exception):
@@ -105,7 +105,15 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
         help="size of the noise vector z ~ N(0, I) (the DCGAN paper drew U[-1, 1]; Gaussian as in most later code)")
     add("--width", type=int, default=64,
         help="channels of the critic's first / generator's last hidden layer; doubles with every halving")
-    add("--norm", default=norm, choices=norms, help="normalisation in the critic's hidden layers")
+    add("--norm", default=norm, choices=norms,
+        help="normalisation in the critic's hidden layers (--arch no_norm: none whatever this says)")
+    add("--arch", default="dcgan", choices=ops.ARCHS,
+        help="networks (ops.py; docs/architectures.md): dcgan = DCGAN G and D; nobn_g = the WGAN paper's G without "
+             "BatchNorm and with a constant filter count (the paper's, not its authors' --noBN code, which keeps "
+             "the halving pyramid); mlp_g = G a 4-layer ReLU MLP of 512 units, tanh output; no_norm = no "
+             "normalisation in G or D; tanh = tanh nonlinearities in G and D; resnet = WGAN-GP's CIFAR-10 ResNet "
+             "(32x32 only; its critic's blocks take --norm, the authors' is none). The critic is DCGAN's for "
+             "dcgan, nobn_g and mlp_g")
     add("--seed", type=int, default=0, help="seeds weights, noise, and data order")
     add("--deterministic", action="store_true",
         help="enable TF op determinism so that runs repeat bit for bit (slower on GPUs)")
@@ -127,9 +135,15 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
     add("--eval_every", type=int, default=0,
         help="score the generator every N steps (0 = never) and keep the best checkpoint in ckpt_best/")
     add("--eval_samples", type=int, default=10000, help="generated images per evaluation")
+    add("--lr_decay", default="none", choices=("none", "linear"),
+        help="learning rate schedule of both networks: none, or linear to 0 over --steps generator steps "
+             "(WGAN-GP's CIFAR-10 ResNet recipe)")
     # Lower-is-better metrics of metrics.py only (the Inception Score is higher-is-better, so it cannot pick a best).
     add("--metric", default=None, choices=("classifier_fd", "classifier_kid", "fid", "kid"),
         help="what --eval_every computes (see metrics.py); default classifier_fd for fashion_mnist/mnist, else fid")
+    add("--eval_extra", nargs="*", default=[], metavar="METRIC",
+        help="metrics.py metrics also logged at each --eval_every (never used to pick the best checkpoint), e.g. "
+             "classifier_precision classifier_recall classes: mode collapse in numbers")
 
 
 def parse_args(parser, variant, argv=None):
@@ -138,6 +152,8 @@ def parse_args(parser, variant, argv=None):
     args = parser.parse_args(argv)
     if args.resume is not None:
         saved = read_config(args.resume)
+        saved.setdefault("arch", "dcgan")  # a run from before --arch existed
+        saved.setdefault("lr_decay", "none")
         if saved.get("variant") != variant:
             raise RunError(f"{args.resume} is a {saved.get('variant')} run; resume it with "
                            f"{saved.get('variant')}.py, not {variant}.py.")
@@ -148,6 +164,9 @@ def parse_args(parser, variant, argv=None):
             if key in saved and getattr(args, key) != saved[key]:
                 raise RunError(f"--{key} {getattr(args, key)} conflicts with the saved run's {saved[key]}; "
                                f"drop the flag to resume {args.resume}, or start a new run.")
+        if args.lr_decay == "linear" and args.steps != saved["steps"]:
+            raise RunError(f"--steps {args.steps} would change the saved run's learning rate decay, which reaches "
+                           f"0 at its --steps {saved['steps']}; drop --steps to resume {args.resume}.")
     problem = flag_problem(args)
     if problem:
         raise RunError(problem)
@@ -174,7 +193,7 @@ def flag_problem(args):
             if value is not None and not (math.isfinite(value) and ok(value)):
                 return f"--{name} must be {what}, not {value}."
     try:
-        ops.base_size(args.image_size)
+        ops.check_arch(getattr(args, "arch", "dcgan"), args.image_size)
     except ValueError as e:
         return str(e)
     # --eval_samples against the metric's needs: metrics.Evaluator checks it, built before anything is written
@@ -317,6 +336,39 @@ def reduce_metrics(strategy, metrics):
                            args=tuple(metrics[k] for k in names))
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, stacked, axis=None)
     return {k: total[i] for i, k in enumerate(names)}
+
+
+class LinearDecay:
+    """--lr_decay linear: lr * max(0, 1 - step / steps), a Keras 3 callable learning rate read at every update.
+
+    `step` is the run's clock, Progress.step (generator steps), bound by decay_learning_rates once it exists; not
+    optimizer.iterations, which n_critic makes 5x the generator's. The WGAN-GP authors decay both Adams by the
+    generator iteration the same way (gan_cifar_resnet.py). The step is checkpointed, so a resumed run continues
+    the decay bit for bit.
+    """
+
+    def __init__(self, lr, steps):
+        self.lr, self.steps, self.step = lr, steps, None
+
+    def __call__(self):
+        if self.step is None:
+            raise RuntimeError("LinearDecay has no step counter; call common.decay_learning_rates first")
+        return self.lr * tf.maximum(0.0, 1.0 - tf.cast(self.step, tf.float32) / float(self.steps))
+
+
+def learning_rate(args):
+    """What the scripts pass their optimizers: --lr, or with --lr_decay linear a LinearDecay from it. (A callable
+    given later through optimizer.learning_rate = ... would drop the learning rate variable from a list the
+    checkpoint tracks, which TensorFlow refuses to save.)"""
+    return LinearDecay(args.lr, args.steps) if args.lr_decay == "linear" else args.lr
+
+
+def decay_learning_rates(step, *optimizers):
+    """Bind the optimizers' LinearDecay learning rates (if any) to the run's step counter, Progress.step."""
+    for optimizer in optimizers:
+        rate = getattr(optimizer, "inner_optimizer", optimizer)._learning_rate  # fp16: the LossScaleOptimizer's
+        if isinstance(rate, LinearDecay):
+            rate.step = step
 
 
 def loss_scale(optimizer):
@@ -620,7 +672,8 @@ def load_generator(run_dir, step=None, best=False):
     """Rebuild a run's generator from config.json and restore its weights; returns (generator, config, path)."""
     config = read_config(run_dir)
     path = checkpoint_path(run_dir, step, best)
-    generator = ops.make_generator(config["image_size"], config["channels"], config["z_dim"], config["width"])
+    generator = ops.make_generator(config["image_size"], config["channels"], config["z_dim"], config["width"],
+                                   arch=config.get("arch", "dcgan"))  # configs from before --arch: dcgan
     try:
         tf.train.Checkpoint(generator=generator).read(path).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data

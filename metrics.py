@@ -13,6 +13,14 @@ Two feature spaces, named so that nobody confuses them:
     python metrics.py fake.npz --dataset fashion_mnist                       # from sample.py --num N --format npz
     python metrics.py fake_png/ --dataset cifar10 --metric fid kid is        # downloads the Inception graph once
     python metrics.py fake.npz --dataset cifar10 --metric fid --inception ~/inception-2015-12-05.tgz   # offline
+    python metrics.py RUN --metric classifier_precision classifier_recall classes     # mode collapse, offline
+
+Mode collapse: `precision`, `recall` (Kynkaanniemi et al. 2019), `density`, `coverage` (Naeem et al. 2020) in
+Inception's feature space, `classifier_precision` etc. in the classifier's, against the cached reference
+features (10,000 of the split), k = --k; low recall or coverage with fine precision is a collapsed generator.
+`classes` (MNIST-like data): how many of the classifier's classes the samples cover, and the KL divergence of their
+predicted-class histogram from the real images' (`classes_kl`). Each value is printed with its feature network,
+k and both sample counts.
 
 Which number to quote: Inception `fid` of 10,000 (or 50,000) samples against the full training split's
 statistics, saying the count: FID is biased and falls as the sample count grows, so only equal counts compare.
@@ -42,13 +50,17 @@ import tensorflow as tf
 import common
 import data
 
-METRICS = ("classifier_fd", "classifier_kid", "fid", "kid", "is")
+MANIFOLD = ("precision", "recall", "density", "coverage")  # per feature space: "precision" is Inception's
+METRICS = ("classifier_fd", "classifier_kid", "fid", "kid", "is", *(f"classifier_{m}" for m in MANIFOLD),
+           *MANIFOLD, "classes")
 LABELLED = ("fashion_mnist", "mnist")  # the classifier needs labels
 INCEPTION_URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
 INCEPTION_BYTES = 88_931_400  # the archive's size as logged by TF's classify_image.py ("Successfully downloaded")
 INCEPTION_SHA256 = None  # no published SHA-256 was found; pin `sha256sum inception-2015-12-05.tgz` here
 CLASSIFIER_EPOCHS = 8
-KID_FEATURES = 10_000  # reference features kept for KID
+KID_FEATURES = 10_000  # reference features kept for KID, and the real set of precision/recall/density/coverage
+K_NEAREST = 5  # k of precision/recall/density/coverage: Naeem et al.'s and StudioGAN's (NVIDIA's P&R code uses 3)
+CLASS_COVERED = 0.1  # a class is covered when it gets at least this share of its real share of the samples
 
 
 def default_metric(dataset):
@@ -136,6 +148,81 @@ def inception_score(logits, splits=10):
         p = np.exp(part)
         scores.append(np.exp((p * (part - np.log(p.mean(0, keepdims=True)))).sum(1).mean()))
     return float(np.mean(scores))
+
+
+def _squared_norms(x):
+    return np.einsum("ij,ij->i", x, x)
+
+
+def _distance_chunks(a, b, chunk_elements=1 << 24):
+    """(start, stop, squared distances [stop - start, len(b)]) over row chunks of a, in float64, a chunk of at most
+    chunk_elements (128 MiB) at a time, so that 10,000 x 10,000 never sits in memory at once. Squared: every
+    comparison below is between squared distances and squared radii (the same order, one square root less)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    b_norms, rows = _squared_norms(b), max(1, chunk_elements // max(len(b), 1))
+    for start in range(0, len(a), rows):
+        part = a[start:start + rows]
+        squared = part @ b.T
+        squared *= -2
+        squared += _squared_norms(part)[:, None]
+        squared += b_norms[None, :]
+        yield start, start + len(part), np.maximum(squared, 0.0, out=squared)  # round-off can dip below 0
+
+
+def nearest_neighbour_radii(features, k):
+    """Squared distance of each vector to its k-th nearest neighbour in its own set (itself, at 0, not counted)."""
+    radii = np.empty(len(features))
+    for start, stop, d in _distance_chunks(features, features):
+        d[np.arange(stop - start), np.arange(start, stop)] = 0.0  # itself: exactly 0, the first of the sorted row
+        radii[start:stop] = np.partition(d, k, axis=1)[:, k]
+    return radii
+
+
+def manifold_metrics(real, fake, k=K_NEAREST):
+    """Precision and recall (Kynkaanniemi et al. 2019), density and coverage (Naeem et al. 2020), in float64.
+
+    Every real vector gets a ball of radius = distance to its k-th nearest real neighbour, every fake vector one
+    from the fakes. precision = share of fakes inside some real ball; recall = share of reals inside some fake ball;
+    density = (1 / kM) x the number of (fake, real ball holding it) pairs, M fakes (about 1 for matching sets, can
+    exceed 1); coverage = share of real balls holding at least one fake. Inside is <= for precision and recall (a
+    ball includes its boundary, as in NVIDIA's code) and < for density and coverage (as in Naeem's code).
+    """
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision/recall/density/coverage with k = {k} need more than {k} vectors on each side, "
+                         f"not {len(real)} real and {len(fake)} fake")
+    real_radii, fake_radii = nearest_neighbour_radii(real, k), nearest_neighbour_radii(fake, k)
+    balls_holding = np.zeros(len(fake), np.int64)  # per fake: how many real balls hold it (<)
+    in_a_real_ball = np.zeros(len(fake), bool)  # per fake, <=
+    in_a_fake_ball = np.zeros(len(real), bool)  # per real
+    covered = np.zeros(len(real), bool)  # per real ball
+    for start, stop, d in _distance_chunks(real, fake):  # d[i, j]: real start + i to fake j, squared
+        radius = real_radii[start:stop, None]
+        in_a_real_ball |= (d <= radius).any(axis=0)
+        balls_holding += (d < radius).sum(axis=0)
+        in_a_fake_ball[start:stop] = (d <= fake_radii[None, :]).any(axis=1)
+        covered[start:stop] = d.min(axis=1) < real_radii[start:stop]
+    return {"precision": float(in_a_real_ball.mean()), "recall": float(in_a_fake_ball.mean()),
+            "density": float(balls_holding.sum() / (k * len(fake))), "coverage": float(covered.mean())}
+
+
+def class_coverage(fake_logits, real_logits, num_classes=None, covered_share=CLASS_COVERED):
+    """(classes covered, KL(fake || real)) of the predicted-class histograms of fake and real images.
+
+    Mode collapse as counted on MNIST-like data (Metz et al. 2017, Srivastava et al. 2017): a class is covered when
+    its share of the samples is at least covered_share (0.1) x its share of the real images, i.e. 1% of the
+    samples for ten balanced classes, so that a few stray misclassified samples do not count as a mode. KL runs
+    from the real histogram to the samples' (sum of p_fake log(p_fake / p_real)), finite when classes are missing
+    from the samples; 0 for matching histograms.
+    """
+    fake_logits, real_logits = np.asarray(fake_logits), np.asarray(real_logits)
+    n = num_classes or real_logits.shape[1]
+    p_fake = np.bincount(fake_logits.argmax(1), minlength=n) / len(fake_logits)
+    p_real = np.bincount(real_logits.argmax(1), minlength=n) / len(real_logits)
+    covered = int(np.sum((p_fake >= covered_share * p_real) & (p_real > 0)))
+    present = p_fake > 0
+    kl = float(np.sum(p_fake[present] * np.log(p_fake[present] / np.maximum(p_real[present], 1e-12))))
+    return covered, kl
 
 
 def statistics(features):
@@ -346,7 +433,8 @@ def train_classifier(dataset, data_dir, image_size, channels, path, seed=0, epoc
 
 
 def classifier_network(dataset, data_dir=None, image_size=32, channels=1, cache_dir=None):
-    """-> (features(images uint8 NHWC) -> (128-d penultimate activations, None), id of the weights)."""
+    """-> (features(images uint8 NHWC) -> (128-d penultimate activations, 10 logits), id of the weights); the
+    function's .head maps features to logits (the last layer), for the reference features' class histogram."""
     if dataset not in LABELLED:
         raise common.RunError(f"the classifier metrics need a labelled MNIST-like dataset ({', '.join(LABELLED)}), "
                               f"not {dataset}; use --metric fid.")
@@ -361,8 +449,13 @@ def classifier_network(dataset, data_dir=None, image_size=32, channels=1, cache_
                                   "train it again.") from None
     else:
         model, _ = train_classifier(dataset, data_dir, image_size, channels, path)
-    extract = tf.function(keras.Model(model.input, model.get_layer("features").output))
-    return lambda images: (extract(tf.constant(images), training=False).numpy(), None), _weights_id(model)
+    extract = tf.function(keras.Model(model.input, [model.get_layer("features").output, model.output]))
+
+    def features(images):
+        feats, logits = extract(tf.constant(images), training=False)
+        return feats.numpy(), logits.numpy()
+    features.head = lambda feats: model.layers[-1](tf.constant(feats, tf.float32)).numpy()  # features -> logits
+    return features, _weights_id(model)
 
 
 def _weights_id(model):
@@ -394,12 +487,18 @@ def _features(network, images, batch_size):
     return np.concatenate([o[0] for o in out]), logits
 
 
+def _family(metric):
+    return "classifier" if metric.startswith("classifier") or metric == "classes" else "inception"
+
+
 def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache_dir=None, inception=None,
-                split="train", batch_size=100):
+                split="train", batch_size=100, k=K_NEAREST):
     """-> score(images uint8 (N, H, W, C)) -> {name: float} for the metric name(s) asked, in the order asked.
 
     The first key is the value to minimise when choosing checkpoints, so pass a lower-is-better metric first
-    (every one but "is"); default_metric(dataset) is the usual choice. The feature network and the reference
+    (the distances fd and kid); default_metric(dataset) is the usual choice. "classes" gives two values, "classes"
+    (classes covered) and "classes_kl". score.notes[name] says what each value was computed from (the feature
+    network, k, both sample counts), for printing beside it. The feature network and the reference
     statistics of `dataset`'s `split` are loaded here, or computed once and cached, not at every call.
     """
     names = [metric] if isinstance(metric, str) else list(metric)
@@ -408,7 +507,7 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
         raise common.RunError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS)}.")
     cache_dir = cache_dir or default_cache_dir()
     scorers = {}
-    for family in dict.fromkeys("classifier" if m.startswith("classifier") else "inception" for m in names):
+    for family in dict.fromkeys(_family(m) for m in names):
         if family == "classifier":
             network, network_id = classifier_network(dataset, data_dir, image_size, channels, cache_dir)
         else:
@@ -430,6 +529,8 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
             except OSError as e:
                 raise _cache_error(path, e) from None
         scorers[family] = (network, reference)
+    if "classes" in names and dataset not in LABELLED:
+        raise common.RunError(f"classes needs a labelled MNIST-like dataset ({', '.join(LABELLED)}), not {dataset}.")
 
     def score(images):
         images = np.asarray(images)
@@ -440,14 +541,29 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
         values = {}
         for family, (network, ref) in scorers.items():
             feats, logits = _features(network, images, batch_size)
-            fd, kd = ("classifier_fd", "classifier_kid") if family == "classifier" else ("fid", "kid")
+            prefix, what = ("classifier_", "classifier") if family == "classifier" else ("", "Inception pool_3")
+            counts = f"{len(images)} fake vs"
+            fd, kd = prefix + "fd" if prefix else "fid", prefix + "kid" if prefix else "kid"
             if fd in names:
                 values[fd] = frechet_distance(*statistics(feats), ref["mu"], ref["sigma"])
+                notes[fd] = f"{what} features, {counts} the {split} split's statistics"
             if kd in names:
                 values[kd] = kernel_inception_distance(feats, ref["features"])
+                notes[kd] = f"{what} features, {counts} {len(ref['features'])} real"
             if family == "inception" and "is" in names:
                 values["is"] = inception_score(logits)
-        return {m: values[m] for m in names}
+                notes["is"] = f"Inception logits, {len(images)} fake"
+            if any(prefix + m in names for m in MANIFOLD):
+                for m, v in manifold_metrics(ref["features"], feats, k).items():
+                    values[prefix + m] = v
+                    notes[prefix + m] = f"{what} features, k {k}, {counts} {len(ref['features'])} real"
+            if family == "classifier" and "classes" in names:
+                real_logits = network.head(ref["features"])
+                values["classes"], values["classes_kl"] = class_coverage(logits, real_logits)
+                notes["classes"] = notes["classes_kl"] = (f"classifier's predicted classes, {counts} "
+                                                          f"{len(real_logits)} real")
+        return {m: values[m] for name in names for m in (("classes", "classes_kl") if name == "classes" else (name,))}
+    notes = score.notes = {}
     return score
 
 
@@ -455,7 +571,7 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
 MIN_SAMPLES = 2  # score() refuses fewer: a covariance (FD) and KID's within-set means need two; IS is not minimised
 
 
-def check_eval_args(eval_samples, metric=None):
+def check_eval_args(eval_samples, metric=None, extra=(), dataset=None):
     """Refuse, before a run writes anything, what would otherwise fail at its first evaluation.
 
     `metric` is a name, a list of names, or None (the dataset's default). Every metric needs 2 images: FD a
@@ -464,9 +580,15 @@ def check_eval_args(eval_samples, metric=None):
     more biased one; only equal counts compare.
     """
     names = [] if metric is None else [metric] if isinstance(metric, str) else list(metric)
-    unknown = [m for m in names if m not in METRICS]
+    unknown = [m for m in names + list(extra) if m not in METRICS]
     if unknown:
         raise common.RunError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}.")
+    if "classes" in extra and dataset not in LABELLED:
+        raise common.RunError(f"--eval_extra classes needs a labelled MNIST-like dataset ({', '.join(LABELLED)}), "
+                              f"not {dataset}.")
+    if any(m.endswith(MANIFOLD) for m in extra) and eval_samples <= K_NEAREST:
+        raise common.RunError(f"--eval_samples {eval_samples} is too few for precision/recall/density/coverage, "
+                              f"whose k = {K_NEAREST} needs more than {K_NEAREST} images.")
     if eval_samples < MIN_SAMPLES:
         what = "/".join(names) or "the metric"
         raise common.RunError(f"--eval_samples {eval_samples} is too few for {what}, which needs at least "
@@ -481,9 +603,13 @@ class Evaluator:
     """
 
     def __init__(self, args):
-        check_eval_args(args.eval_samples, args.metric)
+        extra = list(getattr(args, "eval_extra", None) or [])
+        check_eval_args(args.eval_samples, args.metric, extra, args.dataset)
         self.metric = args.metric or default_metric(args.dataset)
-        self.scorer = make_scorer(self.metric, args.dataset, args.data_dir, args.image_size, args.channels)
+        # --eval_extra (precision, recall, classes, ...) are logged beside the metric, never minimised: the best
+        # checkpoint is the lowest distance, the first key.
+        self.scorer = make_scorer([self.metric, *[m for m in extra if m != self.metric]], args.dataset,
+                                  args.data_dir, args.image_size, args.channels)
         # Not the run's seed: the fixed sample grid uses that noise, and evaluation should see other images.
         self.n, self.z_dim, self.seed = args.eval_samples, args.z_dim, args.seed + 1
 
@@ -541,9 +667,13 @@ def main(argv=None):
     add("--inception", default=None, metavar="PATH",
         help="a local inception-2015-12-05.tgz or its classify_image_graph_def.pb (for machines without internet)")
     add("--batch_size", type=int, default=100, help="images per network call")
+    add("--k", type=int, default=K_NEAREST,
+        help="k nearest neighbours of precision/recall/density/coverage (5: Naeem et al., StudioGAN; NVIDIA: 3)")
     args = parser.parse_args(argv)
     if args.num is not None and args.num < 2:
         parser.error("--num must be at least 2")
+    if args.k < 1:
+        parser.error("--k must be at least 1")
     images, config = read_samples(args.path, args.num, args.seed, args.step, args.best)
     dataset = args.dataset or (config or {}).get("dataset")
     if dataset is None:
@@ -551,9 +681,13 @@ def main(argv=None):
     metric = args.metric or [default_metric(dataset)]
     data_dir = args.data_dir or ((config or {}).get("data_dir") if dataset == (config or {}).get("dataset") else None)
     score = make_scorer(metric, dataset, data_dir, images.shape[1], images.shape[3], args.cache_dir,
-                        args.inception, args.split, args.batch_size)
-    for name, value in score(images).items():
-        print(f"{name}: {value:.6g}")
+                        args.inception, args.split, args.batch_size, args.k)
+    try:
+        values = score(images)
+    except ValueError as e:  # too few images for k
+        raise common.RunError(f"{e}.") from None
+    for name, value in values.items():
+        print(f"{name}: {value:.6g}  ({score.notes[name]})")
 
 
 if __name__ == "__main__":

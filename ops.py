@@ -167,34 +167,88 @@ def norm_layer(norm):
     raise ValueError(f"unknown normalisation {norm!r}; choose one of {', '.join(NORMS)}")
 
 
-def make_generator(image_size=32, channels=1, z_dim=100, width=64):
+# ------------------------------------------------------------------------------------------- architectures
+# --arch: the networks of the papers' architecture experiments (WGAN section 4.3, Figs. 5-7; WGAN-GP section 5.2,
+# Fig. 2, whose code is gan_64x64.py) and WGAN-GP's CIFAR-10 ResNet (gan_cifar_resnet.py, paper appendix F).
+ARCHS = ("dcgan", "nobn_g", "mlp_g", "no_norm", "tanh", "resnet")
+MLP_UNITS, MLP_LAYERS = 512, 4
+
+
+def check_arch(arch, image_size):
+    """ValueError with one sentence if `arch` cannot be built at `image_size`."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if arch == "resnet" and image_size != 32:
+        raise ValueError(f"--arch resnet is WGAN-GP's CIFAR-10 ResNet, built for 32x32 images only, not "
+                         f"--image_size {image_size}; use --image_size 32.")
+    base_size(image_size)
+
+
+def make_generator(image_size=32, channels=1, z_dim=100, width=64, arch="dcgan"):
     """z [B, z_dim] -> images [B, image_size, image_size, channels] in [-1, 1] (float32 output)."""
+    check_arch(arch, image_size)
+    if arch == "resnet":
+        return resnet_generator(channels, z_dim, width)
+    if arch == "mlp_g":
+        return mlp_generator(image_size, channels, z_dim)
     base, ups = base_size(image_size)
-    filters = width * 2 ** (ups - 1)
+    # nobn_g keeps `width` filters at every layer (WGAN section 4.3: "constant number of filters"; its authors'
+    # --noBN code keeps the pyramid); no_norm and nobn_g have no BatchNorm, and then biases instead.
+    norm = arch in ("dcgan", "tanh")
+    filters = width if arch == "nobn_g" else width * 2 ** (ups - 1)
+
+    def block(x):
+        x = batch_norm()(x) if norm else x
+        return keras.layers.Activation("tanh")(x) if arch == "tanh" else keras.layers.ReLU()(x)
     z = keras.Input((z_dim,), name="z")
     # Project and reshape: z -> [B, base, base, filters] (the paper's first "fractionally-strided" layer).
-    x = keras.layers.Dense(base * base * filters, use_bias=False, kernel_initializer=conv_init())(z)
-    x = keras.layers.Reshape((base, base, filters))(x)
-    x = keras.layers.ReLU()(batch_norm()(x))
+    x = keras.layers.Dense(base * base * filters, use_bias=not norm, kernel_initializer=conv_init())(z)
+    x = block(keras.layers.Reshape((base, base, filters))(x))
     for _ in range(ups - 1):
-        filters //= 2
-        x = keras.layers.Conv2DTranspose(filters, 4, 2, padding="same", use_bias=False,
+        if arch != "nobn_g":
+            filters //= 2
+        x = keras.layers.Conv2DTranspose(filters, 4, 2, padding="same", use_bias=not norm,
                                          kernel_initializer=conv_init())(x)
-        x = keras.layers.ReLU()(batch_norm()(x))
+        x = block(x)
     # Output layer: no BatchNorm (the paper: it caused sample oscillation), tanh to match data in [-1, 1].
     x = keras.layers.Conv2DTranspose(channels, 4, 2, padding="same", kernel_initializer=conv_init())(x)
     x = keras.layers.Activation("tanh", dtype="float32")(x)
     return keras.Model(z, x, name="generator")
 
 
-def make_critic(image_size=32, channels=1, width=64, norm="batch"):
-    """images [B, H, W, C] -> one unbounded score per image [B, 1] (a logit for DCGAN, a critic value for WGANs)."""
-    base, ups = base_size(image_size)
+def mlp_generator(image_size, channels, z_dim):
+    """WGAN-GP's FCGenerator (gan_64x64.py): 4 ReLU layers of 512 units, a linear layer to the pixels, tanh; tflib's
+    default Linear initialisation, uniform with std sqrt(2 / (fan_in + fan_out)) = Keras' Glorot uniform. (The WGAN
+    authors' MLP_G has 3 hidden layers and no tanh; the WGAN-GP figure's is followed.)"""
+    z = keras.Input((z_dim,), name="z")
+    x = z
+    for _ in range(MLP_LAYERS):
+        x = keras.layers.Dense(MLP_UNITS, activation="relu", kernel_initializer="glorot_uniform")(x)
+    x = keras.layers.Dense(image_size * image_size * channels, kernel_initializer="glorot_uniform")(x)
+    x = keras.layers.Reshape((image_size, image_size, channels))(x)
+    x = keras.layers.Activation("tanh", dtype="float32")(x)
+    return keras.Model(z, x, name="generator")
+
+
+def make_critic(image_size=32, channels=1, width=64, norm="batch", arch="dcgan"):
+    """images [B, H, W, C] -> one unbounded score per image [B, 1] (a logit for DCGAN, a critic value for WGANs).
+
+    The critic is DCGAN's for dcgan, nobn_g and mlp_g (both papers change only the generator there); no_norm drops
+    `norm`, tanh swaps LeakyReLU for tanh, resnet is WGAN-GP's ResNet critic."""
+    check_arch(arch, image_size)
     norm_layer(norm)  # validates the name before building anything
+    if arch == "resnet":
+        return resnet_critic(channels, width, norm)
+    if arch == "no_norm":
+        norm = "none"
+    base, ups = base_size(image_size)
+
+    def activation(x):
+        return keras.layers.Activation("tanh")(x) if arch == "tanh" else LeakyReLU(0.2)(x)
     x_in = keras.Input((image_size, image_size, channels), name="image")
     # First layer: no normalisation (the paper: BatchNorm on the input layer caused instability).
     x = keras.layers.Conv2D(width, 4, 2, padding="same", kernel_initializer=conv_init())(x_in)
-    x = LeakyReLU(0.2)(x)
+    x = activation(x)
     filters = width
     for _ in range(ups - 1):
         filters *= 2
@@ -203,11 +257,100 @@ def make_critic(image_size=32, channels=1, width=64, norm="batch"):
         layer = norm_layer(norm)
         if layer is not None:
             x = layer(x)
-        x = LeakyReLU(0.2)(x)
+        x = activation(x)
     # [B, base, base, filters] -> [B, 1]: a dense layer over the last feature map, equivalent to the paper's
     # final base x base convolution.
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(1, kernel_initializer=conv_init(), dtype="float32")(x)
+    return keras.Model(x_in, x, name="critic")
+
+
+# WGAN-GP's CIFAR-10 ResNet, layer for layer as gan_cifar_resnet.py with CONDITIONAL = ACGAN = False (the unsupervised
+# model of Table 3, IS 7.86), in NHWC. Where the paper's appendix F and the code differ, the code is followed: the
+# generator's "up" blocks upsample in their FIRST convolution (and the shortcut), the appendix says the second.
+# tflib's initialisation: weights uniform with std sqrt(4 / (fan_in + fan_out)) (he_init, fan = channels x k^2)
+# or sqrt(2 / (fan_in + fan_out)) (1x1 shortcuts, the generator's output conv, the Linear layers); biases 0, on
+# every conv, also before BatchNorm as in the code. BatchNorm as tflib's: scale 1, offset 0.
+def tflib_init(he=True):
+    return keras.initializers.VarianceScaling(2.0 if he else 1.0, mode="fan_avg", distribution="uniform")
+
+
+def conv3(filters, he=True, size=3):
+    return keras.layers.Conv2D(filters, size, padding="same", kernel_initializer=tflib_init(he))
+
+
+def mean_pool(x):
+    """2x2 mean pooling: tflib's add_n of the four strided slices / 4."""
+    return keras.layers.AveragePooling2D(2)(x)
+
+
+def upsample(x):
+    """Nearest 2x upsampling: tflib's concat of 4 copies then depth_to_space(2)."""
+    return keras.layers.UpSampling2D(2, interpolation="nearest")(x)
+
+
+def resnet_norm(norm):
+    """The blocks' N1/N2: tflib's BatchNorm (generator), or the critic's --norm (the authors' NORMALIZATION_D:
+    False, i.e. `none`, in the published model; True gives tflib's Layernorm)."""
+    if norm != "batch":
+        return norm_layer(norm)
+    layer = batch_norm()
+    layer.gamma_initializer = keras.initializers.Ones()  # tflib: scale 1 (DCGAN's N(1, 0.02) elsewhere)
+    return layer
+
+
+def residual_block(x, filters, resample, norm):
+    """ResidualBlock: [N1 -> ReLU -> Conv1 -> N2 -> ReLU -> Conv2] + shortcut; `up` upsamples before Conv1 and the
+    1x1 shortcut conv, `down` mean-pools after Conv2 and the shortcut conv, None keeps an identity shortcut."""
+    if resample is None and x.shape[-1] == filters:
+        shortcut = x
+    elif resample == "up":
+        shortcut = conv3(filters, he=False, size=1)(upsample(x))
+    elif resample == "down":
+        shortcut = mean_pool(conv3(filters, he=False, size=1)(x))
+    else:
+        shortcut = conv3(filters, he=False, size=1)(x)
+
+    def normalise(y):
+        layer = resnet_norm(norm)
+        return y if layer is None else layer(y)
+    y = keras.layers.ReLU()(normalise(x))
+    if resample == "up":
+        y = conv3(filters)(upsample(y))
+    else:  # down: Conv1 keeps the input's channels, Conv2 changes them
+        y = conv3(filters if resample is None else x.shape[-1])(y)
+    y = keras.layers.ReLU()(normalise(y))
+    y = conv3(filters)(y)
+    if resample == "down":
+        y = mean_pool(y)
+    return keras.layers.Add()([shortcut, y])
+
+
+def resnet_generator(channels=3, z_dim=128, width=128):
+    z = keras.Input((z_dim,), name="z")
+    # Linear to 4*4*width; tflib reshapes to NCHW [B, width, 4, 4], here NHWC: the same layer, its outputs permuted.
+    x = keras.layers.Dense(4 * 4 * width, kernel_initializer=tflib_init(he=False))(z)
+    x = keras.layers.Reshape((4, 4, width))(x)
+    for _ in range(3):  # [B, 4, 4, w] -> 8 -> 16 -> [B, 32, 32, w]
+        x = residual_block(x, width, "up", "batch")
+    x = keras.layers.ReLU()(resnet_norm("batch")(x))
+    x = conv3(channels, he=False)(x)
+    x = keras.layers.Activation("tanh", dtype="float32")(x)
+    return keras.Model(z, x, name="generator")
+
+
+def resnet_critic(channels=3, width=128, norm="none"):
+    x_in = keras.Input((32, 32, channels), name="image")
+    # OptimizedResBlockDisc1: Conv -> ReLU -> Conv -> mean pool, shortcut mean pool -> 1x1 conv; no normalisation.
+    shortcut = conv3(width, he=False, size=1)(mean_pool(x_in))
+    y = conv3(width)(x_in)
+    y = mean_pool(conv3(width)(keras.layers.ReLU()(y)))
+    x = keras.layers.Add()([shortcut, y])  # [B, 16, 16, w]
+    x = residual_block(x, width, "down", norm)  # [B, 8, 8, w]
+    x = residual_block(x, width, None, norm)
+    x = residual_block(x, width, None, norm)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))  # [B, w]
+    x = keras.layers.Dense(1, kernel_initializer=tflib_init(he=False), dtype="float32")(x)
     return keras.Model(x_in, x, name="critic")
 
 

@@ -73,7 +73,8 @@ def make_optimizers(args, generator, critic):
     momentum-based optimizers unstable with a clipped critic. ops.RMSprop is torch.optim.RMSprop, which the authors'
     code uses (rho 0.99, eps 1e-8 added to sqrt(v)); Keras' own adds eps under the root, which on the tiny gradients
     of a clipped critic turns the normalised step into a much smaller one."""
-    return common.prepare_optimizers(args, (ops.RMSprop(args.lr), generator), (ops.RMSprop(args.lr), critic))
+    return common.prepare_optimizers(args, (ops.RMSprop(common.learning_rate(args)), generator),
+                                    (ops.RMSprop(common.learning_rate(args)), critic))
 
 
 def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress):
@@ -130,11 +131,12 @@ def main(argv=None):
     strategy = common.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
     run = common.Run(args, VARIANT, strategy)  # seeds, precision policy, run directory (written below)
     with strategy.scope():
-        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
-        critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
+        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch)
+        critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)  # z, a stream per device; checkpointed
         progress = common.Progress(generator=g_opt, critic=c_opt)  # step and data position, kept on the device
+        common.decay_learning_rates(progress.step, g_opt, c_opt)  # --lr_decay linear: by generator steps
     ckpt = run.checkpoints(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, rng=rng, **progress.state)
     if args.resume:
         path = ckpt.restore_latest()  # None for a run stopped before its first checkpoint: it starts over

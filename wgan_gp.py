@@ -77,7 +77,7 @@ def make_optimizers(args, generator, critic):
     """Two Adams, as in Algorithm 1 (sharing one between the networks mixes their moment estimates); epsilon 1e-8
     as in the authors' TF1 code (Keras' default is 1e-7; its Adam has TF1's epsilon-hat form)."""
     def adam():
-        return keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2, epsilon=1e-8)
+        return keras.optimizers.Adam(common.learning_rate(args), beta_1=args.beta1, beta_2=args.beta2, epsilon=1e-8)
     return common.prepare_optimizers(args, (adam(), generator), (adam(), critic))
 
 
@@ -131,11 +131,12 @@ def main(argv=None):
     strategy = common.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
     run = common.Run(args, VARIANT, strategy)  # seeds, precision policy, run directory (written below)
     with strategy.scope():
-        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
-        critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
+        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch)
+        critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)  # z and epsilon, a stream per device; checkpointed
         progress = common.Progress(generator=g_opt, critic=c_opt)  # step and data position, kept on the device
+        common.decay_learning_rates(progress.step, g_opt, c_opt)  # --lr_decay linear: by generator steps
     ckpt = run.checkpoints(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, rng=rng, **progress.state)
     if args.resume:
         path = ckpt.restore_latest()  # None for a run stopped before its first checkpoint: it starts over

@@ -4,6 +4,8 @@
     python benchmarks/bench_train.py --variants dcgan --precisions fp32 bf16 --xla off --steps 100
     python benchmarks/bench_train.py --batch_size 256 --image_size 64   # other flags go to the scripts' own parsers
     python benchmarks/bench_train.py --strategy mirrored --xla off      # all GPUs (default: --strategy one)
+    python benchmarks/bench_train.py --variants wgan_gp --precisions fp32 bf16 --xla off --steps 5 --warmup 2 \
+        --arch resnet --image_size 32 --channels 3 --width 128 --z_dim 128 --norm none   # WGAN-GP's CIFAR-10 ResNet
 
 Each row times a script's own train step (one tf.function call per generator step), optimizers and data pipeline,
 built as the script builds them (checkpoints, sample grids and logging excluded): untimed warm-up steps first
@@ -16,8 +18,10 @@ both should run the critic at the same rate. Each variant's rows also say how ma
 pipeline yields on its own: more than the training rows' real images/s means the device need not wait for data.
 
 FLOPs of one generator step are counted from the networks (see step_flops): the multiply-adds of every Dense,
-Conv2D and Conv2DTranspose layer, 2 FLOPs each, forward and backward. Not counted: biases, normalisation,
-activations, losses, the noise and the optimizer updates (well under 1% of the DCGAN backbone's FLOPs).
+Conv2D and Conv2DTranspose layer, 2 FLOPs each, forward and backward; for the ResNet (--arch resnet) also its
+1x1 shortcut convolutions (Conv2D layers), its mean pooling (an add per input element) and its residual sums (an
+add per element). Not counted: biases, normalisation, activations, upsampling (copies), losses, the noise and the
+optimizer updates (well under 1% of the DCGAN backbone's FLOPs).
 """
 import argparse
 import math
@@ -106,13 +110,40 @@ def layer_flops(layer, batch):
     if isinstance(layer, keras.layers.Dense):
         n_in, n_out = layer.kernel.shape
         return 2 * batch * math.prod(layer.output.shape[1:-1]) * n_in * n_out
+    # The ResNet's parameter-free arithmetic: mean pooling sums every input element once (the division by 4 per
+    # output element is counted too), the residual Add one add per output element per extra input.
+    if isinstance(layer, (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)):
+        return batch * (math.prod(layer.input.shape[1:]) + math.prod(layer.output.shape[1:]))
+    if isinstance(layer, keras.layers.Add):
+        return batch * (len(layer.input) - 1) * math.prod(layer.output.shape[1:])
     return 0
 
 
+def _upstream(tensors):
+    """The layers that `tensors` (one or a list) are computed from, directly or not."""
+    seen, todo = set(), list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+    while todo:
+        history = getattr(todo.pop(), "_keras_history", None)
+        if history is None or id(history.operation) in seen:
+            continue
+        seen.add(id(history.operation))
+        layer = history.operation
+        todo += list(layer.input) if isinstance(layer.input, (list, tuple)) else [layer.input]
+        yield layer
+
+
 def network_flops(model, batch):
-    """(forward FLOPs of the model at `batch`, those of its first counted layer, of its last), for a chain."""
-    flops = [f for f in (layer_flops(layer, batch) for layer in model.layers) if f]
-    return sum(flops), flops[0], flops[-1]
+    """(forward FLOPs of the model at `batch`, those of its first counted layers, of its last).
+
+    The first counted layers are those with no layer holding weights upstream: one in a chain, three in the ResNet
+    critic (the first conv, and the shortcut's pooling and 1x1 conv); their backward needs no input gradient
+    unless something differentiates w.r.t. the input.
+    """
+    counted = [(layer, layer_flops(layer, batch)) for layer in model.layers
+               if not isinstance(layer, keras.layers.InputLayer)]
+    counted = [(layer, f) for layer, f in counted if f]
+    first = sum(f for layer, f in counted if not any(up.weights for up in _upstream(layer.input) if up is not layer))
+    return sum(f for _, f in counted), first, counted[-1][1]
 
 
 def step_flops(variant, generator, critic, batch, n_critic):
@@ -199,11 +230,12 @@ def build(variant, flags):
     keras.utils.set_random_seed(args.seed)
     common.set_precision(args.precision)  # the Keras global dtype policy, before the networks are built
     with strategy.scope():
-        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
-        critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
+        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch)
+        critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = module.make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)
         progress = common.Progress(generator=g_opt, critic=c_opt)
+        common.decay_learning_rates(progress.step, g_opt, c_opt)
     iterator = iter(common.distribute_dataset(strategy, args, start_batch=0))
     train_step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
     return args, generator, critic, iterator, train_step
@@ -264,7 +296,7 @@ def ceiling(variant, flags, known, ceilings):
     args = MODULES[variant].parse_args(flags)
     keras.backend.clear_session()
     common.set_precision(args.precision)
-    critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
+    critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
     key = ceiling_key(args, critic)
     if key in ceilings:
         return

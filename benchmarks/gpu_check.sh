@@ -127,6 +127,9 @@ for batch in "${BATCHES[@]}"; do
     done
     cat "$OUT/bench_batch$batch.md"
 done
+step "benchmark, WGAN-GP ResNet, fp32 and bf16" "$OUT/bench_resnet.log" bash -c "'$PY' benchmarks/bench_train.py \
+    ${BENCH_FLAGS[*]} --variants wgan_gp --precisions fp32 bf16 --xla off --arch resnet --image_size 32 --channels 3 \
+    --width 128 --z_dim 128 --norm none > '$OUT/bench_resnet.md' && cat '$OUT/bench_resnet.md'"
 rm -rf "$OUT/run"
 # SIGINT after RUN_SECONDS: the script stops after the current step and saves a checkpoint (exit status 0);
 # --preserve-status reports the script's own status, and -k kills it if it hangs 60 s longer.

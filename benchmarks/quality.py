@@ -91,6 +91,9 @@ def parse_args(argv=None):
     add("--points", type=int, default=10, help="evaluations to aim for per run (default 10)")
     add("--metric", default="classifier_fd", choices=METRICS, help="the score (default classifier_fd; see metrics.py)")
     add("--eval_samples", type=int, default=5000, help="generated images per evaluation (default 5000)")
+    add("--eval_extra", nargs="*", default=[], metavar="METRIC",
+        help="metrics logged beside --metric at each evaluation, as columns of quality.csv (the scripts' "
+             "--eval_extra), e.g. classifier_precision classifier_recall classes: mode collapse in numbers")
     add("--calibration_minutes", type=float, default=0.5,
         help="with --minutes: training minutes of the throwaway run that measures each run's speed "
              "(default 0.5)")
@@ -256,6 +259,11 @@ def curve(run_dir, metric, final=None):
                            "--minutes flag.")
     key = f"eval/{metric}"
     scores = {r["step"]: float(r[key]) for r in rows if isinstance(r.get(key), (int, float))}
+    extras = {}  # --eval_extra values, e.g. eval/classifier_recall -> column classifier_recall
+    for r in rows:
+        if r["step"] in scores:
+            extras.setdefault(r["step"], {}).update({k[5:]: v for k, v in r.items() if k.startswith("eval/")
+                                                     and k != key and isinstance(v, (int, float))})
     if final and final.get("step") is not None and final.get(metric) is not None and final["step"] not in scores:
         scores[final["step"]] = float(final[metric])
     logged = {}
@@ -269,7 +277,7 @@ def curve(run_dir, metric, final=None):
         t = seconds.get(step, float(np.interp(step, known, [seconds[s] for s in known])))
         before = [s for s in logged if s <= step]
         out.append({"step": step, "train_minutes": t / 60, metric: scores[step],
-                    **(logged[max(before)] if before else {})})
+                    **extras.get(step, {}), **(logged[max(before)] if before else {})})
     return out
 
 
@@ -527,6 +535,8 @@ def own_flags(spec, args, eval_every, log_every):
     """The flags quality.py adds to a run: budget, evaluation, and --log_every unless the run sets it."""
     budget = ["--minutes", args.minutes, "--steps", NO_LIMIT] if args.minutes else ["--steps", args.steps]
     flags = [*budget, "--eval_every", eval_every, "--eval_samples", args.eval_samples, "--metric", args.metric]
+    if getattr(args, "eval_extra", None):
+        flags += ["--eval_extra", *args.eval_extra]
     if not any(f.split("=", 1)[0] == "--log_every" for f in spec["flags"]):
         flags += ["--log_every", log_every]
     return flags
@@ -559,8 +569,8 @@ def score_final(run_dir, config, metric, eval_samples, log_path):
         raise failed(f"scoring {run_dir}", code, log_path)
     with open(log_path) as f:
         for line in f:
-            if line.startswith(f"{metric}: "):
-                return float(line.split(":", 1)[1])
+            if line.startswith(f"{metric}: "):  # "name: value  (network, counts)"
+                return float(line.split(":", 1)[1].split()[0])
     raise QualityError(f"metrics.py printed no {metric} for {run_dir} (see {log_path})")
 
 

@@ -166,3 +166,25 @@ def test_profile_step_runs_and_prints_the_kernel_bound(tiny_fashion):
     layers = [line for line in out.stdout.splitlines() if line.startswith(("| generator |", "| critic |"))]
     assert [line.split("|")[2].strip() for line in layers] == [
         "4x4x16 -> 8x8x8, 4x4/2", "8x8x8 -> 16x16x1, 4x4/2", "16x16x1 -> 8x8x8, 4x4/2", "8x8x8 -> 4x4x16, 4x4/2"]
+
+
+def test_resnet_flops_count_every_conv_shortcut_pool_and_sum_by_hand():
+    w, c = 16, 3
+    generator = ops.make_generator(32, c, 128, w, arch="resnet")
+    critic = ops.make_critic(32, c, w, norm="none", arch="resnet")
+
+    def conv(size, k, c_in, c_out):
+        return 2 * size * size * k * k * c_in * c_out
+
+    def pool(size, ch):  # size x size -> size/2: every input added, every output divided
+        return size * size * ch + (size // 2) ** 2 * ch
+    up = sum(conv(2 * s, 1, w, w) + 2 * conv(2 * s, 3, w, w) + (2 * s) ** 2 * w for s in (4, 8, 16))
+    g = 2 * 128 * 16 * w + up + conv(32, 3, w, c)
+    first_d = pool(32, c) + conv(16, 1, c, w) + conv(32, 3, c, w)  # the optimized block's image-reading layers
+    d = (first_d + conv(32, 3, w, w) + pool(32, w) + 16 * 16 * w  # block 1: ... conv2, mean pool, + shortcut
+         + conv(16, 1, w, w) + pool(16, w) + 2 * conv(16, 3, w, w) + pool(16, w) + 8 * 8 * w  # block 2, down
+         + 2 * (2 * conv(8, 3, w, w) + 8 * 8 * w)  # blocks 3 and 4, identity shortcuts
+         + 8 * 8 * w + w + 2 * w)  # global mean pool, linear
+    assert bench_train.network_flops(generator, 1) == (g, 2 * 128 * 16 * w, conv(32, 3, w, c))
+    assert bench_train.network_flops(critic, 1) == (d, first_d, 2 * w)
+    assert bench_train.network_flops(critic, 4)[0] == 4 * d

@@ -496,7 +496,7 @@ def test_cli_scores_an_npz_and_a_png_folder_alike(labelled, trained_cache, tmp_p
         assert code == 0, err
         lines = out.strip().splitlines()
         assert [line.split(": ")[0] for line in lines] == ["classifier_fd", "classifier_kid"]
-        outputs.append([float(line.split(": ")[1]) for line in lines])
+        outputs.append([float(line.split(": ")[1].split()[0]) for line in lines])
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4)  # PNG round trip is lossless
 
 
@@ -532,6 +532,117 @@ def test_cli_scores_a_run_directory(labelled, trained_cache, tmp_path, capsys):
     code, out, err = run_main(capsys, str(run_dir), "--num", "64", "--cache_dir", trained_cache)  # the run's dataset
     assert code == 0, err
     name, value = out.strip().split(": ")
-    assert name == "classifier_fd" and float(value) > 0
+    assert name == "classifier_fd" and float(value.split()[0]) > 0 and "64 fake" in value
     code, out, err = run_main(capsys, str(run_dir), "--best", "--cache_dir", trained_cache)
     assert code == 2 and "best checkpoint" in err and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+# ------------------------------------------------------------------ precision, recall, density, coverage, classes
+def clusters(n_clusters, per_cluster, d=8, seed=0, spread=0.01):
+    """Tight, far-apart clusters: centres on the axes at distance 100 (k-NN radii stay inside a cluster)."""
+    rng = np.random.default_rng(seed)
+    centres = 100.0 * np.eye(max(n_clusters, d))[:n_clusters, :d] if n_clusters <= d else \
+        100.0 * rng.normal(size=(n_clusters, d))
+    return np.concatenate([c + spread * rng.normal(size=(per_cluster, d)) for c in centres])
+
+
+def test_identical_sets_score_one_everywhere():
+    real = np.random.default_rng(1).normal(size=(300, 16))
+    scores = metrics.manifold_metrics(real, real.copy(), k=5)
+    assert (scores["precision"], scores["recall"], scores["coverage"]) == (1.0, 1.0, 1.0)
+    # Ball i holds itself and its k - 1 nearest strictly: N k pairs, density 1. Its k-th neighbour sits on its
+    # boundary, where float64 round-off (of two matrix products) may count it too: at most N more pairs.
+    assert 1.0 <= scores["density"] < 1.0 + 1 / 5 * 0.1
+
+
+def test_disjoint_sets_score_zero_everywhere():
+    real = np.random.default_rng(2).normal(size=(200, 16))
+    assert metrics.manifold_metrics(real, real + 1000.0, k=3) == dict(precision=0.0, recall=0.0, density=0.0,
+                                                                      coverage=0.0)
+
+
+def test_one_collapsed_mode_has_full_precision_and_a_tenth_of_recall_and_coverage():
+    real = clusters(8, 20)  # 8 modes
+    fake = real[:20] + 1e-4 * np.random.default_rng(3).normal(size=(20, 8))  # all of it near mode 0's images
+    scores = metrics.manifold_metrics(real, fake, k=5)
+    assert scores["precision"] == 1.0 and scores["recall"] == 1 / 8 and scores["coverage"] == 1 / 8
+    assert 0.5 < scores["density"] < 2.0
+
+
+def test_a_fake_set_covering_half_the_real_balls():
+    real = clusters(8, 10, seed=4)
+    fake = real[:40].copy()  # the points of 4 of the 8 clusters: their balls hold fakes, the others' none
+    scores = metrics.manifold_metrics(real, fake, k=5)
+    assert scores == dict(precision=1.0, recall=0.5, density=1.0, coverage=0.5)
+
+
+def test_manifold_metrics_chunked_equal_a_direct_computation(monkeypatch):
+    rng = np.random.default_rng(5)
+    real, fake, k = rng.normal(size=(90, 6)), rng.normal(0.8, 0.7, size=(70, 6)), 4
+    d_rr, d_ff, d_rf = (np.linalg.norm(a[:, None] - b[None], axis=2) for a, b in ((real, real), (fake, fake),
+                                                                                    (real, fake)))
+    r_real, r_fake = np.sort(d_rr, 1)[:, k], np.sort(d_ff, 1)[:, k]
+    expected = dict(precision=(d_rf <= r_real[:, None]).any(0).mean(), recall=(d_rf <= r_fake[None]).any(1).mean(),
+                    density=(d_rf < r_real[:, None]).sum() / (k * len(fake)),
+                    coverage=(d_rf.min(1) < r_real).mean())
+    chunks = metrics._distance_chunks
+    monkeypatch.setattr(metrics, "_distance_chunks", lambda a, b: chunks(a, b, chunk_elements=7 * len(b)))
+    scores = metrics.manifold_metrics(real, fake, k)  # 7 rows per chunk, so the last chunk is partial
+    assert scores.keys() == expected.keys() and all(np.isclose(scores[m], expected[m]) for m in scores), scores
+    assert 0 < scores["precision"] < 1 and 0 < scores["recall"] < 1
+
+
+def test_manifold_metrics_need_more_than_k_vectors():
+    with pytest.raises(ValueError, match="more than 5"):
+        metrics.manifold_metrics(np.zeros((5, 2)), np.ones((9, 2)), k=5)
+
+
+def test_class_coverage_counts_classes_and_kl():
+    real = np.eye(10)[np.arange(1000) % 10]  # logits: a balanced real histogram
+    assert metrics.class_coverage(real, real) == (10, 0.0)
+    collapsed = np.eye(10)[np.full(500, 3)]
+    covered, kl = metrics.class_coverage(collapsed, real)
+    assert covered == 1 and np.isclose(kl, np.log(10))
+    # Half the classes, equally: KL = log 2; a class with 0.5% of the samples (< 10% of its real 10%) is not covered.
+    half = np.eye(10)[np.r_[np.arange(995) % 5, [7] * 5]]
+    covered, kl = metrics.class_coverage(half, real)
+    assert covered == 5 and 0.6 < kl < np.log(2) + 1e-9
+
+
+def test_cli_prints_mode_metrics_with_network_k_and_counts(labelled, trained_cache, tmp_path, capsys):
+    images = data.load_images("mnist", labelled, 32, 1, split="test")
+    one_class = images[np.arange(len(images)) % 10 == 0]  # the test split's class 0 only: 20 images
+    np.savez(tmp_path / "all.npz", images=images)
+    np.savez(tmp_path / "one.npz", images=one_class)
+    results = {}
+    for name in ("all", "one"):
+        code, out, err = run_main(capsys, str(tmp_path / f"{name}.npz"), "--dataset", "mnist", "--data_dir", labelled,
+                                  "--cache_dir", trained_cache, "--k", "3", "--metric", "classifier_precision",
+                                  "classifier_recall", "classifier_coverage", "classes")
+        assert code == 0, err
+        lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
+        assert list(lines) == ["classifier_precision", "classifier_recall", "classifier_coverage", "classes",
+                               "classes_kl"]
+        n = len(images) if name == "all" else len(one_class)
+        for metric, line in lines.items():
+            assert f"{n} fake vs 600 real" in line and "classifier" in line, line
+            assert metric.startswith("classes") or "k 3" in line
+        results[name] = {m: float(v.split()[0]) for m, v in lines.items()}
+    # One class of ten: recall, coverage and classes collapse, the KL grows (log 10 for a perfect classifier).
+    assert results["all"]["classifier_recall"] > 3 * results["one"]["classifier_recall"]
+    assert results["all"]["classifier_coverage"] > 3 * results["one"]["classifier_coverage"]
+    assert results["one"]["classes"] <= 2 < 5 <= results["all"]["classes"]  # a classifier of 2 epochs on 600
+    assert results["all"]["classes_kl"] < 0.2 < 0.5 < results["one"]["classes_kl"]
+
+
+def test_evaluator_logs_extra_metrics_beside_the_one_it_minimises(labelled, trained_cache, monkeypatch):
+    monkeypatch.setenv("GAN_CACHE", trained_cache)
+    generator = ops.make_generator(32, 1, 16, 8)
+    logger = FakeLogger()
+    args = eval_args(labelled, eval_extra=["classifier_recall", "classes"])
+    value = metrics.Evaluator(args)(generator, 3, logger)
+    (step, logged), = logger.scalars_calls
+    assert list(logged) == ["eval/classifier_fd", "eval/classifier_recall", "eval/classes", "eval/classes_kl"]
+    assert value == logged["eval/classifier_fd"] and 0 <= logged["eval/classifier_recall"] <= 1
+    with pytest.raises(common.RunError, match="labelled"):
+        metrics.Evaluator(eval_args(labelled, dataset="cifar10", metric="fid", eval_extra=["classes"]))

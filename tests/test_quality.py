@@ -318,3 +318,18 @@ def test_end_to_end_with_calibration(tiny_fashion, tmp_path, monkeypatch, capsys
     with open(out_dir / "quality.csv") as f:
         table2 = list(csv.DictReader(f))
     assert table2[:len(table)] == table and [int(r["step"]) for r in table2[len(table):]] == [2, 4]
+
+
+def test_curve_carries_eval_extra_values_as_columns(tmp_path):
+    run_dir = str(tmp_path / "run")
+    fake_run(run_dir, steps=40, eval_every=20)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:  # as --eval_extra logs them, beside the metric
+        f.write('\n{"step": 20, "eval/classifier_recall": 0.25, "eval/classes": 3}\n')
+    rows = quality.curve(run_dir, "classifier_fd")
+    assert [r["step"] for r in rows] == [20, 40]
+    assert (rows[0]["classifier_recall"], rows[0]["classes"]) == (0.25, 3) and "classifier_recall" not in rows[1]
+    quality.write_csv(str(tmp_path / "q.csv"), [("run", "dcgan", rows)], "classifier_fd")
+    header = (tmp_path / "q.csv").read_text().splitlines()[0].split(",")
+    assert {"classifier_recall", "classes"} <= set(header)
+    assert quality.own_flags({"flags": []}, quality.parse_args(["--steps", "10", "--eval_extra", "classes"]), 5, 5)[
+        -4:-2] == ["--eval_extra", "classes"]
