@@ -43,10 +43,10 @@ TOY_FLAGS = {"dcgan": ["--batch_size", "256"],
              "wgan_gp": ["--batch_size", "256", "--gp_weight", "0.1", "--beta1", "0.5"]}  # lambda 0.1: "faster"
 DEPTH, RANGE = 4, 3.0  # 3 hidden ReLU layers and a linear output; plots on [-3, 3]^2
 # Budgets: `all` fits 10 minutes on 2 shared cores; --quick divides them so that each command takes seconds.
-SURFACE_ITERS = 1000  # critic updates against the fixed "generator" (gan_toy.py's FIXED_GENERATOR)
-GRADIENT_STEPS, DEEP_DEPTH, DEEP_WIDTH = 100, 12, 256  # WGAN-GP paper section 3.2: 12-layer ReLU MLPs
-TRAIN_STEPS, MOMENTS = 500, (0.2, 0.5, 1.0)  # generator steps (gan_toy.py: 100,000); snapshots at these shares
-ONEDIM_ITERS = 1000
+SURFACE_ITERS = 700  # critic updates against the fixed "generator" (gan_toy.py's FIXED_GENERATOR)
+GRADIENT_STEPS, DEEP_DEPTH, DEEP_WIDTH = 40, 12, 256  # WGAN-GP paper section 3.2: 12-layer ReLU MLPs
+TRAIN_STEPS, MOMENTS = 300, (0.2, 0.5, 1.0)  # generator steps (gan_toy.py: 100,000); snapshots at these shares
+ONEDIM_ITERS = 600
 QUALITY_KEYS = {"dcgan": "critic_loss", "wgan": "wasserstein", "wgan_gp": "wasserstein"}
 
 
@@ -294,7 +294,7 @@ def train(args, scale):
     """gan_toy.py: the three variants on the three datasets, samples and critic contours during training."""
     steps = max(2, int(args.train_steps * scale))
     moments = sorted({max(1, int(m * steps)) for m in MOMENTS})
-    fig, axes = plt.subplots(9, len(moments), figsize=(2.1 * len(moments), 18.5), squeeze=False)
+    fig, axes = plt.subplots(9, len(moments), figsize=(2.6 * len(moments), 23.4), squeeze=False)
     table = []
     print(f"train: {steps} generator steps each, snapshots at {moments}")
     for d, (name, sample) in enumerate(DATASETS.items()):
@@ -307,7 +307,7 @@ def train(args, scale):
             def snapshot(step):
                 col = moments.index(step)
                 contour(axes[row, col], gan, real, gan.samples(500))
-                axes[row, col].set_title(f"{name} {variant} {step}", fontsize=8)
+                axes[row, col].set_title(f"{name}, {variant}, step {step}", fontsize=9)
 
             gan.train(sample, steps, rng, moments, snapshot)
             if name != "swissroll":
@@ -319,7 +319,7 @@ def train(args, scale):
     for name, variant, modes, k, fair, good, secs in table:
         print(f"{name:12} {variant:8} {f'{modes}/{k}':>19} {f'{fair}/{k}':>20} {good:12.3f} {secs:8.1f}")
     fig.suptitle("Samples (red), data (orange), critic values (contours)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.99))
     save(fig, args.out_dir, "train.png")
 
 
@@ -357,7 +357,7 @@ def onedim(args, scale):
         print(f"{variant:6} |gradient| near the fake mode / its maximum: {at_fake:.2e}; "
               f"min/max over [-6, 6]: {grad.min() / grad.max():.2e}")
     ax_value.set(xlabel="x", title="values")
-    ax_value.legend(fontsize=7)
+    ax_value.legend(fontsize=7, loc="center left")
     ax_grad.set(xlabel="x", title="|gradient w.r.t. x| / its maximum (log scale)")
     ax_grad.legend(fontsize=7)
     fig.suptitle("Two 1-D Gaussians: GAN discriminator against WGAN critic; WGAN paper Fig. 2", fontsize=10)
