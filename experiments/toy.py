@@ -129,7 +129,7 @@ class ToyGAN:
         fake = self.fake(real)
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(self.script.critic_loss(self.critic(real), self.critic(fake)))
-            if self.script is wgan_gp:  # eps [B, 1] broadcasts over a point's coordinates, as [B, 1, 1, 1] over an image
+            if self.script is wgan_gp:  # eps [B, 1] broadcasts over a point as [B, 1, 1, 1] does over an image
                 eps = tf.random.uniform([tf.shape(real)[0], 1])
                 penalty, _ = wgan_gp.gradient_penalty(self.critic, real, fake, eps)
                 loss += self.args.gp_weight * tf.reduce_mean(penalty)
@@ -141,7 +141,8 @@ class ToyGAN:
 
     def generator_update(self, n):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(self.script.generator_loss(self.critic(self.generator(tf.random.normal([n, self.dim])))))
+            fake = self.generator(tf.random.normal([n, self.dim]))
+            loss = tf.reduce_mean(self.script.generator_loss(self.critic(fake)))
         variables = self.generator.trainable_variables
         self.g_opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
@@ -251,7 +252,8 @@ def surfaces(args, scale):
                 tape.watch(x)
                 d = gan.critic(x)
             slope = float(tf.reduce_mean(tf.norm(tape.gradient(d, x), axis=1)))
-            at_c = float(wgan.clipped_share(gan.critic.trainable_variables, gan.args.clip)) if variant == "wgan" else float("nan")
+            variables = gan.critic.trainable_variables
+            at_c = float(wgan.clipped_share(variables, gan.args.clip)) if variant == "wgan" else np.nan
             print(f"{name:12} {variant:8} {gan.wasserstein(x):10.4f} {slope:22.4f} {at_c:7.3f}")
             contour(axes[row, col], gan, real[:300])
             axes[row, col].set_title(f"{name}: {'weight clipping' if variant == 'wgan' else 'gradient penalty'}",
@@ -348,7 +350,8 @@ def onedim(args, scale):
     print(f"onedim: real N({real_mean}, {std}^2), fake N({fake_mean}, {std}^2), {iters} updates each")
     for variant, label in (("dcgan", "GAN discriminator D(x) = sigmoid(logit)"),
                            ("wgan", "WGAN critic (rescaled to [0, 1])")):
-        gan = ToyGAN(variant, dim=1, width=args.width, fake=lambda real: fake_mean + std * tf.random.normal(tf.shape(real)),
+        gan = ToyGAN(variant, dim=1, width=args.width,
+                     fake=lambda real: fake_mean + std * tf.random.normal(tf.shape(real)),
                      seed=args.seed, compiled=not args.quick)
         gan.train(sample, iters, np.random.default_rng(args.seed))
         with tf.GradientTape() as tape:
@@ -418,7 +421,7 @@ def main(argv=None):
                         help="train: generator steps per run (gan_toy.py: 100,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data")
     parser.add_argument("--csv", nargs="+", help="quality: benchmarks/quality.py CSVs",
-                        default=[os.path.join(ROOT, "docs", "quality.csv"), os.path.join(ROOT, "docs", "quality_seeds.csv")])
+                        default=[os.path.join(ROOT, "docs", name) for name in ("quality.csv", "quality_seeds.csv")])
     args = parser.parse_args(argv)
     args.deep_width = DEEP_WIDTH
     scale = 1.0

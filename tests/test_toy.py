@@ -92,7 +92,7 @@ def final_weights(variant, steps=1):
     flags = [] if variant == "dcgan" else ["--n_critic", "1"]  # the scripts' own flag: one critic update, for time
     gan = toy.ToyGAN(variant, width=16, flags=flags, seed=3, compiled=False)
     gan.train(toy.eight_gaussians, steps, np.random.default_rng(0))
-    return np.concatenate([v.numpy().ravel() for v in gan.critic.trainable_variables + gan.generator.trainable_variables])
+    return np.concatenate([v.numpy().ravel() for v in gan.critic.weights + gan.generator.weights])
 
 
 @pytest.mark.parametrize("script, name, replacement", [
