@@ -271,7 +271,7 @@ def gradients(args, scale):
     print(f"gradients: swissroll, {DEEP_DEPTH}-layer ReLU MLPs of {args.deep_width}, {steps} generator steps each")
     for variant, c in runs:
         rng = np.random.default_rng(args.seed)
-        flags = ["--clip", str(c)] if c else []
+        flags = (["--clip", str(c)] if c else []) + args.quick_flags
         gan = ToyGAN(variant, depth=DEEP_DEPTH, width=args.deep_width, flags=flags, seed=args.seed,
                      compiled=not args.quick)
         gan.train(swiss_roll, steps, rng)
@@ -310,7 +310,8 @@ def train(args, scale):
     for d, (name, sample) in enumerate(DATASETS.items()):
         for v, variant in enumerate(SCRIPTS):
             rng = np.random.default_rng(args.seed)
-            gan = ToyGAN(variant, width=args.width, seed=args.seed, compiled=not args.quick)
+            flags = args.quick_flags if variant != "dcgan" else []
+            gan = ToyGAN(variant, width=args.width, flags=flags, seed=args.seed, compiled=not args.quick)
             row, real = 3 * d + v, sample(500, np.random.default_rng(args.seed + 1))
             start = time.time()
 
@@ -423,10 +424,9 @@ def main(argv=None):
     parser.add_argument("--csv", nargs="+", help="quality: benchmarks/quality.py CSVs",
                         default=[os.path.join(ROOT, "docs", name) for name in ("quality.csv", "quality_seeds.csv")])
     args = parser.parse_args(argv)
-    args.deep_width = DEEP_WIDTH
-    scale = 1.0
-    if args.quick:  # eager, small networks, a few updates each: seconds, not minutes
-        args.width, args.deep_width, scale = 32, 32, 0.004
+    args.deep_width, args.quick_flags, scale = DEEP_WIDTH, [], 1.0
+    if args.quick:  # eager, small networks, one critic update per step, a few steps: seconds, not minutes
+        args.width, args.deep_width, args.quick_flags, scale = 32, 32, ["--n_critic", "1"], 0.004
     tf.get_logger().setLevel("ERROR")  # each run is a new network, traced once: TF's retracing warning is noise
     os.makedirs(args.out_dir, exist_ok=True)
     for name in COMMANDS if args.command == "all" else [args.command]:
