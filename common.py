@@ -68,7 +68,7 @@ def cli(main):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except NonFiniteError as e:
-        print(f"error: {e} Nothing non-finite was saved; see README, 'Reliability', for what to try.",
+        print(f"error: {e} Nothing non-finite was saved; see docs/reliability.md for what to try.",
               file=sys.stderr)
         sys.exit(EXIT_NON_FINITE)
     except OSError as e:  # known causes in one sentence: a full disk, an unwritable or vanished output

@@ -50,7 +50,7 @@ def test_non_finite_run_stops_with_exit_3_and_saves_nothing_non_finite(name, tin
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 3, last
     assert last == ("error: At step 6 critic_loss became nan, so training stopped. Nothing non-finite was saved; "
-                    "see README, 'Reliability', for what to try."), last
+                    "see docs/reliability.md for what to try."), last
     paths, finite = _all_checkpoints_finite(str(run_dir))
     assert [p.rsplit("-", 1)[1] for p in paths] == ["3", "4", "5"] and finite  # the last 3 of steps 1-5, all finite
 
