@@ -22,9 +22,11 @@ SIZES = {arch: (32,) if arch == "resnet" else (28, 32, 64, 128) for arch in ops.
 TINY = ["--image_size", "28", "--width", "8", "--batch_size", "16", "--z_dim", "16", "--log_every", "1"]
 
 
-@pytest.mark.parametrize("arch", ops.ARCHS)
-def test_output_shapes_at_every_allowed_size(arch):
-    for size in SIZES[arch]:
+@pytest.mark.parametrize("arch, sizes", [pytest.param(arch, sizes, marks=pytest.mark.slow if sizes == "large" else ())
+                                         for arch in ops.ARCHS  # 64 and 128 (not the ResNet's): slow
+                                         for sizes in ("small",) + ("large",) * (arch != "resnet")])
+def test_output_shapes_at_every_allowed_size(arch, sizes):
+    for size in [s for s in SIZES[arch] if (s >= 64) == (sizes == "large")]:
         for channels in (1, 3) if size == 32 else (1,):
             generator = ops.make_generator(size, channels, z_dim=8, width=4, arch=arch)
             critic = ops.make_critic(size, channels, width=4, norm="layer", arch=arch)
