@@ -193,7 +193,8 @@ def make_generator(image_size=32, channels=1, z_dim=100, width=64, arch="dcgan")
         return mlp_generator(image_size, channels, z_dim)
     base, ups = base_size(image_size)
     # nobn_g keeps `width` filters at every layer (WGAN section 4.3: "constant number of filters"; its authors'
-    # --noBN code keeps the pyramid); no_norm and nobn_g have no BatchNorm, and then biases instead.
+    # --noBN code keeps the pyramid), with DCGAN's N(0, 0.02) init as the WGAN authors' code (WGAN-GP's
+    # WGANPaper_CrippledDCGANGenerator uses tflib's default init); no_norm and nobn_g have biases instead of BN.
     norm = arch in ("dcgan", "tanh")
     filters = width if arch == "nobn_g" else width * 2 ** (ups - 1)
 
@@ -218,12 +219,13 @@ def make_generator(image_size=32, channels=1, z_dim=100, width=64, arch="dcgan")
 
 def mlp_generator(image_size, channels, z_dim):
     """WGAN-GP's FCGenerator (gan_64x64.py): 4 ReLU layers of 512 units, a linear layer to the pixels, tanh; tflib's
-    default Linear initialisation, uniform with std sqrt(2 / (fan_in + fan_out)) = Keras' Glorot uniform. (The WGAN
-    authors' MLP_G has 3 hidden layers and no tanh; the WGAN-GP figure's is followed.)"""
+    initialisation: 'he' for the ReLU layers (uniform, std sqrt(2 / fan_in) = Keras' He uniform), the default
+    'glorot' for the output layer (std sqrt(2 / (fan_in + fan_out)) = Glorot uniform). (The WGAN authors' MLP_G has
+    3 hidden layers and no tanh; the WGAN-GP figure's is followed.)"""
     z = keras.Input((z_dim,), name="z")
     x = z
     for _ in range(MLP_LAYERS):
-        x = keras.layers.Dense(MLP_UNITS, activation="relu", kernel_initializer="glorot_uniform")(x)
+        x = keras.layers.Dense(MLP_UNITS, activation="relu", kernel_initializer="he_uniform")(x)
     x = keras.layers.Dense(image_size * image_size * channels, kernel_initializer="glorot_uniform")(x)
     x = keras.layers.Reshape((image_size, image_size, channels))(x)
     x = keras.layers.Activation("tanh", dtype="float32")(x)

@@ -417,8 +417,8 @@ def main(argv=None):
              *table(rows, RESULT_COLUMNS), ""]
     if notes:
         lines += [f"- {note}" for note in notes] + [""]
-    lines.append("FLOPs: multiply-adds (2 FLOPs) of every Dense, Conv2D and Conv2DTranspose layer, forward and "
-                 "backward (input and weight gradients; the WGAN-GP penalty's double backward included), counted "
+    lines.append("FLOPs: multiply-adds (2 FLOPs) of every Dense, Conv2D and Conv2DTranspose layer (and the "
+                 "ResNet's mean pooling and residual sums), forward and backward (input and weight gradients; the WGAN-GP penalty's double backward included), counted "
                  "from the networks; real images/s = generator steps/s x n_critic x batch; the input pipeline "
                  "alone: the batches the script's own data iterator yields with no training, for --pipeline_seconds "
                  "(above the row's real images/s, the device need not wait for data). The ceilings are TF's own "
