@@ -5,9 +5,10 @@ Every source is decoded, resized and channel-converted once, to uint8 at the tra
 the first decodes anything. The small datasets are converted at load time and kept in memory. PNGs keep their
 alpha (composited on black) and 16-bit depth (scaled exactly).
 
-Folder cache. A folder's images are decoded once into a cache, a directory of raw uint8 files (one per image,
-image_size^2 * channels bytes), under $GAN_CACHE/folders if that is set, else in `.gan-cache` inside the folder
-(or ~/.cache/tf-gans/folders if the folder is read-only). Its name holds a digest of the folder's listing (every
+Folder cache. A folder's images are decoded once into a cache, a directory of raw uint8 files (image_size^2 *
+channels bytes per image, PACK images to a file, or one per file when they are read from disk), under
+$GAN_CACHE/folders if that is set, else in `.gan-cache` inside the folder (or ~/.cache/tf-gans/folders if the
+folder is read-only). Its name holds a digest of the folder's listing (every
 file's path, size and modification time), the image size and channels, and the decoder's version, so later runs
 reuse it and a changed folder gets a new one (the old one is deleted). It is built under a temporary name and
 renamed into place when complete, so two runs building it at once each build their own and the first rename wins.
@@ -75,6 +76,7 @@ MAX_DAMAGED = 0.01  # the fraction of a folder's files that may be damaged and s
 MEMORY_BUDGET_GB = 8
 CACHE_DIR_NAME = ".gan-cache"  # a folder's decoded-image cache, next to the data unless $GAN_CACHE is set
 CACHE_VERSION = 1  # part of every cache's name: raise it when a change to the decoder changes any pixel
+PACK = 10_000  # images per cache file when the images are held in memory (one file per image otherwise)
 _CHUNK = 4096  # images per resize call at load time: bounds the float32 working copy (64 MB at 64x64x1)
 _PRETTY = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10"}
 _OFFLINE_HINT = {
@@ -340,12 +342,16 @@ def _folder_source(data_dir, image_size, channels):
     paths = _list_images(data_dir)
     large = len(paths) >= FULL_DECODE_MAX_FILES
     in_memory = len(paths) * image_size * image_size * channels <= _memory_budget()
-    name, prefix = _cache_name(data_dir, paths, image_size, channels, large)
+    # In memory: images packed PACK to a file (fast to load); else one file per image (the pipeline reads any one).
+    pack = PACK if in_memory else 1
+    base, prefix = _cache_name(data_dir, paths, image_size, channels, large)
     roots = _cache_roots(data_dir)
     for root in roots:
-        found = _read_cache(os.path.join(root, name), image_size, channels, in_memory)
-        if found is not None:
-            return found, in_memory
+        for per_file in ((PACK, 1) if in_memory else (1,)):  # either layout holds what memory needs
+            found = _read_cache(os.path.join(root, f"{base}-{per_file}"), image_size, channels, in_memory)
+            if found is not None:
+                return found, in_memory
+    name = f"{base}-{pack}"
     tmp = next((t for t in (_temp_dir(root, name) for root in roots) if t is not None), None)
     size = f"{len(paths) * image_size * image_size * channels / 2 ** 30:.2g} GB"
     if tmp is None and not in_memory:
@@ -355,12 +361,14 @@ def _folder_source(data_dir, image_size, channels):
           f"{channels}" + (f", into {os.path.dirname(tmp)} (later runs reuse it)" if tmp else
                            " (no writable cache folder: later runs decode again)"), file=sys.stderr, flush=True)
     try:
-        images, count, warnings = _decode_folder(data_dir, paths, image_size, channels, large, tmp, in_memory)
+        writer = None if tmp is None else _CacheWriter(tmp, pack, image_size * image_size * channels)
+        images, count, warnings = _decode_folder(data_dir, paths, image_size, channels, large, writer, in_memory)
         if tmp is None:
             return images, True
+        writer.close()
         with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: a cache with meta.json is complete
             json.dump(dict(version=CACHE_VERSION, tensorflow=tf.__version__, data_dir=os.path.abspath(data_dir),
-                           shape=[count, image_size, image_size, channels], warnings=warnings), f)
+                           shape=[count, image_size, image_size, channels], per_file=pack, warnings=warnings), f)
         final = os.path.join(os.path.dirname(tmp), name)
         try:
             os.rename(tmp, final)  # atomic: other runs see no cache or a complete one
@@ -382,7 +390,7 @@ def _folder_source(data_dir, image_size, channels):
     if in_memory:
         _memo[final] = images
         return images, True
-    return np.array([_cache_file(final, k) for k in range(count)]), False
+    return np.array(_cache_files(final, count, 1)), False
 
 
 def _memory_budget():
@@ -404,7 +412,7 @@ def _cache_roots(data_dir):
 
 
 def _cache_name(data_dir, paths, image_size, channels, large):
-    """(the cache's directory name, its prefix shared by every cache of this folder at this size and channels).
+    """(the cache's directory name but its layout, the prefix shared by every cache of this folder at this size).
 
     The name holds a digest of everything the cached pixels depend on: the listing (each file's path, size and
     modification time, so a changed folder gets a new cache), the decoder (CACHE_VERSION, TensorFlow's version)
@@ -421,39 +429,40 @@ def _cache_name(data_dir, paths, image_size, channels, large):
     return prefix + listing.hexdigest()[:16], prefix
 
 
-def _cache_file(cache, k):
-    """Image k's raw uint8 bytes, 10,000 to a subfolder."""
-    return os.path.join(cache, f"{k // 10000:05d}", f"{k:08d}.u8")
+def _cache_files(cache, count, per_file):
+    """The files of a cache of `count` images, `per_file` to a file, 10,000 files to a subfolder."""
+    return [os.path.join(cache, f"{k // 10000:05d}", f"{k:08d}.u8") for k in range((count + per_file - 1) // per_file)]
 
 
-def _read_cached(files, image_size, channels):
-    """uint8 [image_size, image_size, channels] from a cache file (its raw bytes: nothing to decode)."""
-    return tf.reshape(tf.io.decode_raw(tf.io.read_file(files), tf.uint8), [image_size, image_size, channels])
+def _read_cached(path, image_size, channels):
+    """uint8 [image_size, image_size, channels] from a one-image cache file (raw bytes: nothing to decode)."""
+    return tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.uint8), [image_size, image_size, channels])
 
 
 def _read_cache(cache, image_size, channels, in_memory):
-    """The images (in_memory) or the file paths of a complete cache, its damaged files warned about again; None
-    if there is none (or it cannot be read: then it is rebuilt)."""
+    """The images (in_memory) or the one-image files of a complete cache, its damaged files warned about again;
+    None if there is none (or it cannot be read: then it is built again)."""
     try:
         with open(os.path.join(cache, "meta.json")) as f:
             meta = json.load(f)
-        count = meta["shape"][0]
-        files = np.array([_cache_file(cache, k) for k in range(count)])
-        if meta["shape"] != [count, image_size, image_size, channels] or not os.path.isfile(files[-1]):
+        shape, per_file = meta["shape"], meta["per_file"]
+        files = _cache_files(cache, shape[0], per_file)
+        record = image_size * image_size * channels
+        if (shape[1:] != [image_size, image_size, channels] or not files
+                or sum(os.path.getsize(f) for f in files) != shape[0] * record):
             return None
         if in_memory and cache not in _memo:
-            read = (tf.data.Dataset.from_tensor_slices(files)
-                    .map(lambda path: _read_cached(path, image_size, channels),
-                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                    .batch(4096))
-            images = np.concatenate([batch.numpy() for batch in read])
+            images = np.empty(shape[0] * record, np.uint8)
+            for k, path in enumerate(files):
+                with open(path, "rb", buffering=0) as f:
+                    f.readinto(memoryview(images)[k * per_file * record:(k + 1) * per_file * record])
             _memo.clear()
-            _memo[cache] = images
-    except (OSError, ValueError, KeyError, IndexError, TypeError, tf.errors.OpError):
+            _memo[cache] = images.reshape(shape)
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None
     for path, what in meta["warnings"]:
         _warn_once(path, what)
-    return _memo[cache] if in_memory else files
+    return _memo[cache] if in_memory else np.array(files)
 
 
 def _temp_dir(root, name):
@@ -467,10 +476,39 @@ def _temp_dir(root, name):
         return None
 
 
-def _decode_folder(data_dir, paths, image_size, channels, large, cache, keep):
+class _CacheWriter:
+    """Writes image k's raw bytes at its place in a cache of `per_file` images to a file (see _cache_files)."""
+
+    def __init__(self, cache, per_file, record):
+        self.cache, self.per_file, self.record = cache, per_file, record
+        self.file, self.index = None, None
+
+    def _seek(self, k):
+        index = k // self.per_file
+        if index != self.index:
+            self.close()
+            path = _cache_files(self.cache, k + 1, self.per_file)[index]
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.file, self.index = open(path, "r+b" if os.path.exists(path) else "w+b"), index
+        self.file.seek(k % self.per_file * self.record)
+
+    def write(self, k, raw):
+        self._seek(k)
+        self.file.write(raw)
+
+    def read(self, k):
+        self._seek(k)
+        return self.file.read(self.record)
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+        self.file, self.index = None, None
+
+
+def _decode_folder(data_dir, paths, image_size, channels, large, writer, keep):
     """Decode each usable file of a folder once, in sorted path order -> (its images if keep, else None; their
-    count N; [[file, what]] for each damaged file, as warned), image k written to _cache_file(cache, k) unless
-    cache is None.
+    count N; [[file, what]] for each damaged file, as warned), image k also given to writer (unless None).
 
     Small folders (fewer than FULL_DECODE_MAX_FILES files): the files that fail the cheap check or the decode are
     left out. Large ones: those failing the cheap check, or in a decoded sample, are left out (or the folder is
@@ -494,8 +532,8 @@ def _decode_folder(data_dir, paths, image_size, channels, large, cache, keep):
             decoded.append(k)
             if keep:
                 images[position] = image
-            if cache is not None:
-                _write_cache_file(cache, position, image.tobytes())
+            if writer is not None:
+                writer.write(position, image.tobytes())
     if not large:
         failed = set(range(len(candidates))) - set(decoded)
         problems.update({candidates[k]: "is corrupt (TensorFlow cannot decode it)" for k in failed})
@@ -513,17 +551,9 @@ def _decode_folder(data_dir, paths, image_size, channels, large, cache, keep):
         warnings.append([candidates[k], what])
         if keep:
             images[k] = images[j]
-        if cache is not None:
-            with open(_cache_file(cache, j), "rb") as f:
-                _write_cache_file(cache, k, f.read())
+        if writer is not None:
+            writer.write(k, writer.read(j))
     return images, len(candidates), warnings
-
-
-def _write_cache_file(cache, k, raw):
-    path = _cache_file(cache, k)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(raw)
 
 
 def _list_images(data_dir):
