@@ -38,6 +38,13 @@ def ids(batch):
     return np.round((batch[:, 0, 0, 0] + 1.0) * 127.5 / 20).astype(int).tolist()
 
 
+@pytest.fixture(autouse=True)
+def folder_cache_defaults(monkeypatch):
+    """Folder caches next to the data, in memory when small, whatever the environment running the tests says."""
+    monkeypatch.delenv("GAN_CACHE", raising=False)
+    monkeypatch.delenv("GAN_DATA_MEMORY_GB", raising=False)
+
+
 @pytest.fixture
 def idx_dir(tmp_path):
     """10 train images (gzipped) and 3 test images (plain) of 4x4 pixels."""
@@ -362,7 +369,6 @@ def caches(folder):
 def test_folder_cache_built_once_reused_and_rebuilt_when_the_folder_changes(image_tree, monkeypatch, budget_gb):
     if budget_gb is not None:
         monkeypatch.setenv("GAN_DATA_MEMORY_GB", str(budget_gb))
-    monkeypatch.delenv("GAN_CACHE", raising=False)
     uncached = data.load_images("folder", str(image_tree), image_size=4, channels=3)  # decodes every file
 
     def dataset(**kw):
@@ -389,14 +395,13 @@ def test_folder_cache_built_once_reused_and_rebuilt_when_the_folder_changes(imag
     stat = victim.stat()
     victim.write_bytes(bytes(stat.st_size))
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    real_decode_file = data._decode_file
     monkeypatch.setattr(data, "_decode_file", lambda *a: pytest.fail("a cached folder was decoded"))
     np.testing.assert_array_equal(np.stack(take(dataset(), 9)), first)
     np.testing.assert_array_equal(np.stack(take(dataset(start_batch=4), 5)), first[4:])
     halves = take(dataset(start_batch=1, parts=2, take=[1]), 4)
     np.testing.assert_array_equal(np.stack(halves), first[1:5, 1:])
-    monkeypatch.undo()
-    if budget_gb is not None:
-        monkeypatch.setenv("GAN_DATA_MEMORY_GB", str(budget_gb))
+    monkeypatch.setattr(data, "_decode_file", real_decode_file)
 
     # A changed folder (a file rewritten, so its mtime moves; a file added) is decoded again into a new cache,
     # which replaces the old one.
