@@ -189,8 +189,9 @@ for precision in ('fp32', 'bf16', 'fp16'):
         finite = all(math.isfinite(v) for v in metrics.values()) and all(
             np.isfinite(w.numpy()).all() for w in generator.weights + critic.weights)
         failed += not finite
-        print(f'{variant:8s} {precision}: {\"finite\" if finite else \"NOT FINITE\"} on',
-              generator.weights[0].device, f'in {time.perf_counter() - start:.1f} s;',
+        status = 'finite' if finite else 'NOT FINITE'
+        print(f'{variant:8s} {precision}: {status} on', generator.weights[0].value.device,
+              f'in {time.perf_counter() - start:.1f} s;',
               ', '.join(f'{k} {v:.4g}' for k, v in sorted(metrics.items())), flush=True)
 sys.exit(f'error: {failed} of 9 steps gave non-finite values' if failed else 0)
 "
