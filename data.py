@@ -131,9 +131,7 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
         source, in_memory = _folder_source(data_dir, image_size, channels)  # in memory, or the cache's files
     else:
         source, in_memory = _builtin_source(name, data_dir, image_size, channels), True
-    # Pinned to the host: tf.data runs there, and a GPU copy of the whole dataset would only waste memory.
-    with tf.device("/cpu:0"):
-        source = tf.constant(source)
+    source = _host_tensor(source)
     n = int(source.shape[0])
     per_epoch = n // batch_size
     if per_epoch == 0:
@@ -309,6 +307,13 @@ def _to_channels(image, channels):
 _memo = {}  # the last dataset make_dataset held in memory, by its cache (or source): one entry, reused in-process
 
 
+def _host_tensor(array):
+    """A tensor on the host holding array (a tensor already there is used as it is: no second copy). Pinned to the
+    host: tf.data runs there, and a GPU copy of the whole dataset would only waste memory."""
+    with tf.device("/cpu:0"):
+        return tf.constant(array)
+
+
 def _builtin_source(name, data_dir, image_size, channels):
     """load_images(name, ...), kept for the next call with the same arguments and unchanged files: a benchmark
     builds the data once per row, and resizing Fashion-MNIST to 64x64 takes seconds each time."""
@@ -328,9 +333,8 @@ def _builtin_source(name, data_dir, image_size, channels):
             files.append((place, os.path.getsize(place), os.stat(place).st_mtime_ns))
     key = (name, image_size, channels, tuple(sorted(files)))
     if key not in _memo:
-        images = load_images(name, data_dir, image_size, channels)
-        _memo.clear()
-        _memo[key] = images
+        _memo.clear()  # first: the old entry's memory is free before the new one is loaded
+        _memo[key] = _host_tensor(load_images(name, data_dir, image_size, channels))
     return _memo[key]
 
 
@@ -388,8 +392,8 @@ def _folder_source(data_dir, image_size, channels):
             shutil.rmtree(tmp, ignore_errors=True)
     _memo.clear()
     if in_memory:
-        _memo[final] = images
-        return images, True
+        _memo[final] = _host_tensor(images)
+        return _memo[final], True
     return np.array(_cache_files(final, count, 1)), False
 
 
@@ -421,7 +425,8 @@ def _cache_name(data_dir, paths, image_size, channels, large):
     listing = hashlib.sha256()
     for path in paths:
         stat = os.stat(path)
-        listing.update(f"{os.path.relpath(path, data_dir)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        # path[len(data_dir):]: the path below the folder (os.walk's paths all start with data_dir)
+        listing.update(f"{path[len(data_dir):]}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     listing.update(f"{CACHE_VERSION} {tf.__version__} {large}".encode())
     folder = os.path.realpath(data_dir)
     prefix = (f"{os.path.basename(folder) or 'root'}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}-"
@@ -452,12 +457,12 @@ def _read_cache(cache, image_size, channels, in_memory):
                 or sum(os.path.getsize(f) for f in files) != shape[0] * record):
             return None
         if in_memory and cache not in _memo:
+            _memo.clear()
             images = np.empty(shape[0] * record, np.uint8)
             for k, path in enumerate(files):
                 with open(path, "rb", buffering=0) as f:
                     f.readinto(memoryview(images)[k * per_file * record:(k + 1) * per_file * record])
-            _memo.clear()
-            _memo[cache] = images.reshape(shape)
+            _memo[cache] = _host_tensor(images.reshape(shape))
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None
     for path, what in meta["warnings"]:
