@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One command to check this project on an NVIDIA GPU machine, within a time budget, every log under OUT_DIR:
 #
-#     bash benchmarks/gpu_check.sh OUT_DIR                  # GPU: tensorflow[and-cuda]; 64x64 benchmark at batch 64, 256
-#     bash benchmarks/gpu_check.sh --budget 30 OUT_DIR      # a total budget of 30 minutes (default 15)
-#     bash benchmarks/gpu_check.sh --cpu OUT_DIR            # the same steps with the CPU package and short settings
+#     bash benchmarks/gpu_check.sh OUT_DIR               # GPU: tensorflow[and-cuda], 64x64 at batch 64 and 256
+#     bash benchmarks/gpu_check.sh --budget 30 OUT_DIR   # a total budget of 30 minutes (default 15)
+#     bash benchmarks/gpu_check.sh --cpu OUT_DIR         # the same steps with the CPU package and short settings
 #
 # Needs python3 with pip, and the internet or a package mirror; no sudo, no Debian package, no python3-venv.
 # Steps, each with its share of the budget (a step may also use what earlier steps left unused, and is stopped at
@@ -13,8 +13,8 @@
 # compare two processes' pixels need the same device in both); a GPU smoke test (one train step of each variant in
 # fp32, bf16 and fp16, every loss and weight finite); the benchmark tables (benchmarks/bench_train.py; fp32, bf16,
 # fp16 without and with XLA, into OUT_DIR/bench_batchN.md) and the folder pipeline on a generated 20,000-image
-# RGB folder at 64x64 (--cpu: 5,000; OUT_DIR/bench_folder.md); a `python dcgan.py` run stopped by Ctrl-C (SIGINT, which saves a
-# checkpoint), then `python sample.py` on it. A failing step is reported and the next one runs; the summary gives
+# RGB folder at 64x64 (--cpu: 5,000; OUT_DIR/bench_folder.md); a `python dcgan.py` run stopped by Ctrl-C (SIGINT,
+# which saves a checkpoint), then `python sample.py` on it. A failing step is reported and the next one runs; the summary gives
 # each step's result, its time against its share, and its log; the exit status is non-zero if any step failed.
 #
 # LD_LIBRARY_PATH is cleared, so TensorFlow loads the CUDA libraries of its own nvidia-* wheels, not a system
@@ -23,7 +23,10 @@
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist if installed, else the scripts download it (Keras).
 set -euo pipefail
 
-usage() { echo "usage: bash benchmarks/gpu_check.sh [--cpu] [--budget MINUTES] [--virtualenv] OUT_DIR" >&2; exit 2; }
+usage() {
+    echo "usage: bash benchmarks/gpu_check.sh [--cpu] [--budget MINUTES] [--virtualenv] OUT_DIR" >&2
+    exit 2
+}
 CPU=0
 BUDGET=15
 FORCE_VIRTUALENV=0
@@ -31,8 +34,10 @@ OUT=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --cpu) CPU=1 ;;
-        --budget) [[ $# -ge 2 && $2 =~ ^[0-9]+$ && $2 -ge 1 ]] || { echo "--budget wants whole minutes >= 1" >&2; usage; }
-                  BUDGET=$2; shift ;;
+        --budget)
+            [[ $# -ge 2 && $2 =~ ^[0-9]+$ && $2 -ge 1 ]] || { echo "--budget wants whole minutes >= 1" >&2; usage; }
+            BUDGET=$2
+            shift ;;
         --virtualenv) FORCE_VIRTUALENV=1 ;;  # skip `python3 -m venv` (how the fallback is tested)
         -h|--help) usage ;;
         -*) echo "unknown option $1" >&2; usage ;;
@@ -71,8 +76,8 @@ else
     SMOKE_FLAGS="'--image_size', '64', '--batch_size', '64'"
     RUN_FLAGS=(--sample_every 500 --log_every 100)
 fi
-FOLDER_FLAGS=(--folder_images $FOLDER_IMAGES --image_size 64 --batch_size 64 --variants dcgan --precisions fp32 --xla off
-              --steps 3 --warmup 1 --pipeline_seconds 5)
+FOLDER_FLAGS=(--folder_images "$FOLDER_IMAGES" --image_size 64 --batch_size 64 --variants dcgan --precisions fp32
+              --xla off --steps 3 --warmup 1 --pipeline_seconds 5)
 # Shares of the budget, in percent: the venv, the devices, the tests, the smoke test, the benchmarks (all rows of
 # all batch sizes, and the folder), the training run, sample.py.
 SHARE_INSTALL=22 SHARE_DEVICES=2 SHARE_TESTS=35 SHARE_SMOKE=6 SHARE_BENCH=25 SHARE_RUN=7 SHARE_SAMPLE=3
@@ -209,8 +214,8 @@ for batch in "${BATCHES[@]}"; do
         row_seconds=$(( LIMIT / (3 * BENCH_ROWS[i]) > 1 ? LIMIT / (3 * BENCH_ROWS[i]) : 1 ))
         # The tables (stdout) are appended to bench_batchN.md, the progress lines (stderr) go to the log.
         step "benchmark, batch $batch, ${BENCH_RUNS[$i]}" "$OUT/bench_batch${batch}_$i.log" "$LIMIT" \
-            env GAN_CACHE="$OUT/cache" bash -c "'$PY' benchmarks/bench_train.py ${BENCH_FLAGS[*]} ${BENCH_RUNS[$i]} --batch_size $batch \
-                     --row_seconds $row_seconds >> '$OUT/bench_batch$batch.md'"
+            env GAN_CACHE="$OUT/cache" bash -c "'$PY' benchmarks/bench_train.py ${BENCH_FLAGS[*]} ${BENCH_RUNS[$i]} \
+                     --batch_size $batch --row_seconds $row_seconds >> '$OUT/bench_batch$batch.md'"
     done
     cat "$OUT/bench_batch$batch.md"
 done
