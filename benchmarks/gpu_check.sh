@@ -14,8 +14,9 @@
 # fp32, bf16 and fp16, every loss and weight finite); the benchmark tables (benchmarks/bench_train.py; fp32, bf16,
 # fp16 without and with XLA, into OUT_DIR/bench_batchN.md) and the folder pipeline on a generated 20,000-image
 # RGB folder at 64x64 (--cpu: 5,000; OUT_DIR/bench_folder.md); a `python dcgan.py` run stopped by Ctrl-C (SIGINT,
-# which saves a checkpoint), then `python sample.py` on it. A failing step is reported and the next one runs; the summary gives
-# each step's result, its time against its share, and its log; the exit status is non-zero if any step failed.
+# which saves a checkpoint), then `python sample.py` on it. A failing step is reported and the next one runs; the
+# summary gives each step's result, its time against its share, and its log; the exit status is non-zero if any
+# step failed.
 #
 # LD_LIBRARY_PATH is cleared, so TensorFlow loads the CUDA libraries of its own nvidia-* wheels, not a system
 # CUDA of another version. The benchmarks' $GAN_CACHE is OUT_DIR/cache: the generated folder and its decoded-image
