@@ -414,6 +414,19 @@ def test_folder_cache_built_once_reused_and_rebuilt_when_the_folder_changes(imag
     assert new_cache != cache
 
 
+def test_builtin_dataset_kept_between_calls_until_its_files_change(idx_dir, monkeypatch):
+    first = take(data.make_dataset("mnist", idx_dir, image_size=8, batch_size=5), 2)
+    # Kept: a second pipeline (a benchmark's next row) neither reads nor resizes the files again.
+    monkeypatch.setattr(data, "load_images", lambda *a, **k: pytest.fail("loaded again"))
+    np.testing.assert_array_equal(np.stack(take(data.make_dataset("mnist", idx_dir, image_size=8, batch_size=5), 2)),
+                                  np.stack(first))
+    monkeypatch.undo()
+    write_idx(os.path.join(idx_dir, "train-images-idx3-ubyte.gz"), id_images(10) + 5)  # new content, size, mtime
+    changed = take(data.make_dataset("mnist", idx_dir, image_size=8, batch_size=5), 2)
+    # The same order (same seed, same count), every pixel 5 brighter.
+    np.testing.assert_array_equal(data.to_uint8(np.stack(changed)), data.to_uint8(np.stack(first)) + 5)
+
+
 def test_folder_cache_under_gan_cache_and_in_the_users_cache(image_tree, tmp_path, monkeypatch):
     def batches():
         data._memo.clear()
