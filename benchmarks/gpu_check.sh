@@ -113,6 +113,7 @@ step() {
         SUMMARY+=("FAIL  $name (exit $status, $took s of $limit s)  $log")
         FAILED=1
     fi
+    echo
     echo "--- $name: $took s"
 }
 summary() {
