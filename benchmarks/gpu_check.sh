@@ -81,7 +81,7 @@ FOLDER_FLAGS=(--folder_images "$FOLDER_IMAGES" --image_size 64 --batch_size 64 -
               --xla off --steps 3 --warmup 1 --pipeline_seconds 5)
 # Shares of the budget, in percent: the venv, the devices, the tests, the smoke test, the benchmarks (all rows of
 # all batch sizes, and the folder), the training run, sample.py.
-SHARE_INSTALL=30 SHARE_DEVICES=2 SHARE_TESTS=33 SHARE_SMOKE=7 SHARE_BENCH=20 SHARE_RUN=5 SHARE_SAMPLE=3
+SHARE_INSTALL=30 SHARE_DEVICES=2 SHARE_TESTS=33 SHARE_SMOKE=7 SHARE_BENCH=18 SHARE_RUN=7 SHARE_SAMPLE=3
 
 declare -a SUMMARY=()
 FAILED=0
@@ -230,10 +230,12 @@ cat "$OUT/bench_folder.md"
 # --- a short training run stopped by SIGINT, and sample.py on it
 rm -rf "$OUT/run"
 share $SHARE_RUN
-RUN_SECONDS=$((LIMIT - 40 > 20 ? LIMIT - 40 : 20))  # 40 s for start-up and the final checkpoint
+# 30 s of the step's time for start-up and the final checkpoint; at least 30 s of training (a SIGINT before the
+# script has started, on a busy machine, would leave no checkpoint for sample.py)
+RUN_SECONDS=$((LIMIT - 30 > 30 ? LIMIT - 30 : 30))
 # SIGINT after RUN_SECONDS: the script stops after the current step and saves a checkpoint (exit status 0);
 # --preserve-status reports the script's own status, and -k kills it if it hangs 30 s longer.
-step "dcgan.py for $RUN_SECONDS s" "$OUT/dcgan.log" "$LIMIT" \
+step "dcgan.py for $RUN_SECONDS s" "$OUT/dcgan.log" $((LIMIT > RUN_SECONDS + 30 ? LIMIT : RUN_SECONDS + 30)) \
     timeout --preserve-status -k 30 -s INT "$RUN_SECONDS" "$PY" dcgan.py --out_dir "$OUT/run" "${RUN_FLAGS[@]}"
 share $SHARE_SAMPLE
 step "sample.py on that run" "$OUT/sample.log" "$LIMIT" "$PY" sample.py "$OUT/run"
