@@ -382,7 +382,7 @@ def _folder_source(data_dir, image_size, channels):
             # Another run published the same cache first: the same listing decoded by the same code, so the same
             # images; use it, and ours goes in the finally clause.
         for stale in os.listdir(os.path.dirname(final)):  # this folder's caches from before it changed
-            if stale.startswith(prefix) and stale != name:
+            if stale.startswith(prefix) and not stale.startswith(base):  # (its other layout stays)
                 shutil.rmtree(os.path.join(os.path.dirname(final), stale), ignore_errors=True)
     except OSError as e:
         raise DataError(f"Cannot write the decoded-image cache of {data_dir} under {os.path.dirname(tmp)} "
