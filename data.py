@@ -435,8 +435,13 @@ def _cache_name(data_dir, paths, image_size, channels, large):
 
 
 def _cache_files(cache, count, per_file):
-    """The files of a cache of `count` images, `per_file` to a file, 10,000 files to a subfolder."""
-    return [os.path.join(cache, f"{k // 10000:05d}", f"{k:08d}.u8") for k in range((count + per_file - 1) // per_file)]
+    """The files of a cache of `count` images, `per_file` to a file."""
+    return [_cache_file(cache, i) for i in range((count + per_file - 1) // per_file)]
+
+
+def _cache_file(cache, i):
+    """A cache's i-th file, 10,000 to a subfolder."""
+    return os.path.join(cache, f"{i // 10000:05d}", f"{i:08d}.u8")
 
 
 def _read_cached(path, image_size, channels):
@@ -492,7 +497,7 @@ class _CacheWriter:
         index = k // self.per_file
         if index != self.index:
             self.close()
-            path = _cache_files(self.cache, k + 1, self.per_file)[index]
+            path = _cache_file(self.cache, index)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self.file, self.index = open(path, "r+b" if os.path.exists(path) else "w+b"), index
         self.file.seek(k % self.per_file * self.record)
