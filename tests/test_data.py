@@ -444,6 +444,19 @@ def test_folder_cache_under_gan_cache_and_in_the_users_cache(image_tree, tmp_pat
     assert len(caches(tmp_path / "home" / ".cache" / "tf-gans" / "folders")) == 1
 
 
+def test_folder_with_nowhere_to_cache(image_tree, tmp_path, monkeypatch, capsys):
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("GAN_CACHE", str(blocked))  # $GAN_CACHE/folders cannot be made
+    batches = take(data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2), 3)
+    assert len(batches) == 3 and "later runs decode again" in capsys.readouterr().err  # decoded into memory
+    monkeypatch.setenv("GAN_DATA_MEMORY_GB", "0")  # too large for memory, and no cache: refused in one sentence
+    with pytest.raises(DataError) as err:
+        data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2)
+    assert_one_sentence_naming(err, image_tree)
+    assert "$GAN_CACHE" in str(err.value)
+
+
 def test_folder_cache_two_runs_at_once(image_tree, monkeypatch):
     # Run A decodes into its temporary folder while run B builds and publishes the same cache: A's rename then
     # fails, A uses B's cache, and no temporary folder is left behind.
