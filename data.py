@@ -1,18 +1,28 @@
 """Datasets -> infinite tf.data pipelines of [-1, 1] image batches, plus image I/O for sample grids.
 
 Sources: Fashion-MNIST (default), MNIST, CIFAR-10, and any folder tree of JPEG/PNG files (extracted CelebA, LSUN).
-The small datasets are resized and channel-converted once at load time and kept in memory as uint8. Folders are
-decoded lazily inside the pipeline; PNGs keep their alpha (composited on black) and 16-bit depth (scaled exactly).
+Every source is decoded, resized and channel-converted once, to uint8 at the training size, so that no epoch after
+the first decodes anything. The small datasets are converted at load time and kept in memory. PNGs keep their
+alpha (composited on black) and 16-bit depth (scaled exactly).
 
-Damaged files. Every file gets a cheap check up front (headers, PNG chunk CRCs, the JPEG end marker), and a folder
-of fewer than FULL_DECODE_MAX_FILES files is also decoded once in full by the pipeline's own decoder (a larger one:
-an evenly spaced sample of DECODE_SAMPLE files). Files that fail are left out before the data order is drawn, with
-one warning each on stderr; if more than 1% of the files checked fail, the folder is refused in one sentence. A file
-that passes the checks and still fails inside the pipeline (in a large folder, or a file changed mid-run) is
-replaced by the next file in sorted path order that decodes, again with a warning: the stand-in depends on the file
-alone, so batch shapes stay static and the data order below stays a pure function of (seed, batch number) on every
-resume. (tf.data's ignore_errors would drop the image instead, shifting every later one by a place, so the batches
-would depend on which slice of which replica the damaged file fell in.)
+Folder cache. A folder's images are decoded once into a cache, a directory of raw uint8 files (image_size^2 *
+channels bytes per image, PACK images to a file, or one per file when they are read from disk), under
+$GAN_CACHE/folders if that is set, else in `.gan-cache` inside the folder (or ~/.cache/tf-gans/folders if the
+folder is read-only). Its name holds a digest of the folder's listing (every
+file's path, size and modification time), the image size and channels, and the decoder's version, so later runs
+reuse it and a changed folder gets a new one (the old one is deleted). It is built under a temporary name and
+renamed into place when complete, so two runs building it at once each build their own and the first rename wins.
+The images then sit in memory if they fit MEMORY_BUDGET_GB (8 GB; $GAN_DATA_MEMORY_GB overrides), else the
+pipeline reads the file of each image it draws. Either way the steady-state pipeline is TensorFlow ops only.
+
+Damaged files. Every file gets a cheap check before the cache is built (headers, PNG chunk CRCs, the JPEG end
+marker), and each file is then decoded by the pipeline's own decoder. In a folder of fewer than
+FULL_DECODE_MAX_FILES files, the files that fail either are left out before the data order is drawn, with one
+warning each on stderr; if more than 1% of the files fail, the folder is refused in one sentence. A larger folder
+is refused on the cheap check and a decoded, evenly spaced sample of DECODE_SAMPLE files (before the long decode),
+and a file failing only the full decode is replaced by the next file in sorted path order that decodes, again with
+a warning. (A stand-in, not a gap: tf.data's ignore_errors would drop the image and shift every later one by a
+place.) A run that finds the cache warns about the same files again.
 
 Data order. A resumed run should continue exactly as if it had never stopped, including which images it sees
 next. A `Dataset.shuffle` buffer, or a checkpointed tf.data iterator, would have to be saved with every checkpoint
@@ -28,12 +38,16 @@ The only state a training script has to save is its own batch counter.
 
 Replicas. `make_dataset(..., parts=R, take=...)` cuts every global batch into R consecutive slices of
 batch_size // R images and yields only the slices in `take`, which is what `distribute_datasets_from_function`
-feeds to replicas (replica r gets slice r). Slicing happens on indices, before decoding, so the global batches are
-the same for any number of replicas and input workers, and each worker decodes only its own images.
+feeds to replicas (replica r gets slice r). Slicing happens on indices, before any image is read, so the global
+batches are the same for any number of replicas and input workers, and each worker reads only its own images.
 """
+import bisect
 import gzip
+import hashlib
+import json
 import os
 import pickle
+import shutil
 import sys
 import tarfile
 import threading
@@ -51,11 +65,18 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 _IDX_STEMS = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 _IDX_IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, rows, cols)
-# Folders with fewer files are decoded in full before training (about 1 ms per CelebA-sized JPEG per core);
-# larger ones get the cheap check only. A module constant so tests can lower it.
+# Folders with fewer files lose the files that fail to decode; larger ones are checked on a sample before the long
+# decode (about 1 ms per CelebA-sized JPEG per core) and get stand-ins (see the module docstring). A module
+# constant so tests can lower it.
 FULL_DECODE_MAX_FILES = 20_000
 DECODE_SAMPLE = 1000  # larger folders have this many files, evenly spaced, decoded up front
 MAX_DAMAGED = 0.01  # the fraction of a folder's files that may be damaged and skipped before it is refused
+# A folder's decoded images are held in memory up to this size ($GAN_DATA_MEMORY_GB overrides it), else read from
+# the cache's files (one per image) batch by batch. CelebA at 64x64 RGB is 2.5 GB, at 128x128 10 GB.
+MEMORY_BUDGET_GB = 8
+CACHE_DIR_NAME = ".gan-cache"  # a folder's decoded-image cache, next to the data unless $GAN_CACHE is set
+CACHE_VERSION = 1  # part of every cache's name: raise it when a change to the decoder changes any pixel
+PACK = 10_000  # images per cache file when the images are held in memory (one file per image otherwise)
 _CHUNK = 4096  # images per resize call at load time: bounds the float32 working copy (64 MB at 64x64x1)
 _PRETTY = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10"}
 _OFFLINE_HINT = {
@@ -107,12 +128,10 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
         raise DataError(f"take must hold slice indices in range({parts}), got {take!r}.")
     slice_size = batch_size // parts
     if name == "folder":
-        source = _usable_images(data_dir, image_size, channels)  # paths: decoded file by file in the pipeline
+        source, in_memory = _folder_source(data_dir, image_size, channels)  # in memory, or the cache's files
     else:
-        source = load_images(name, data_dir, image_size, channels)
-    # Pinned to the host: tf.data runs there, and a GPU copy of the whole dataset would only waste memory.
-    with tf.device("/cpu:0"):
-        source = tf.constant(source)
+        source, in_memory = _builtin_source(name, data_dir, image_size, channels), True
+    source = _host_tensor(source)
     n = int(source.shape[0])
     per_epoch = n // batch_size
     if per_epoch == 0:
@@ -130,13 +149,16 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
     indices = (tf.data.Dataset.counter(start_batch // per_epoch)
                .flat_map(epoch_slices)
                .skip(start_batch % per_epoch * len(slices)))
-    if name == "folder":
-        # Each slice's dataset yields exactly one decoded slice, so interleaving them keeps the order.
-        images = indices.interleave(lambda idx: _decode_slice(source, idx, image_size, channels),
-                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
+    # Steady state: a gather from memory, or a read of raw bytes per image; nothing is decoded, and no Python runs
+    # (a tf.py_function here would hold the GIL and, under op determinism, serialise the whole pipeline).
+    if in_memory:
         images = indices.map(lambda idx: tf.gather(source, idx),
                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        images = (indices.unbatch()
+                  .map(lambda i: _read_cached(source[i], image_size, channels),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                  .batch(slice_size, drop_remainder=True))
     return (images.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
@@ -282,97 +304,318 @@ def _to_channels(image, channels):
     return tf.ensure_shape(image, [None, None, channels])
 
 
-def _decode_slice(paths, idx, image_size, channels):
-    """Dataset of exactly one uint8 [len(idx), image_size, image_size, channels] slice: files paths[idx], each
-    replaced by the next file in sorted path order that decodes if it does not.
+_memo = {}  # the last dataset make_dataset held in memory, by its cache (or source): one entry, reused in-process
 
-    TF cannot catch a failed op inside a map, only drop the element (ignore_errors). So the slice is decoded in one
-    parallel map, and only if that loses a file is it decoded again file by file, where a loss can be replaced.
-    (A dataset per file always would cost 20-40% more CPU time than the decoding, on CelebA-sized JPEGs.)
+
+def _host_tensor(array):
+    """A tensor on the host holding array (a tensor already there is used as it is: no second copy). Pinned to the
+    host: tf.data runs there, and a GPU copy of the whole dataset would only waste memory."""
+    with tf.device("/cpu:0"):
+        return tf.constant(array)
+
+
+def _builtin_source(name, data_dir, image_size, channels):
+    """load_images(name, ...), kept for the next call with the same arguments and unchanged files: a benchmark
+    builds the data once per row, and resizing Fashion-MNIST to 64x64 takes seconds each time."""
+    if name == "fashion_mnist" and data_dir is None:
+        keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+        places = [DEBIAN_FASHION_MNIST, os.path.join(keras_home, "datasets", "fashion-mnist")]
+    elif data_dir is None:
+        places = [os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")),
+                               "datasets")]
+    else:
+        places = [data_dir, os.path.join(data_dir, "cifar-10-batches-py")]
+    files = []
+    for place in places:  # the sources' names, sizes and modification times: changed files are loaded again
+        if os.path.isdir(place):
+            files += [(e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(place) if e.is_file()]
+        elif os.path.isfile(place):
+            files.append((place, os.path.getsize(place), os.stat(place).st_mtime_ns))
+    key = (name, image_size, channels, tuple(sorted(files)))
+    if key not in _memo:
+        _memo.clear()  # first: the old entry's memory is free before the new one is loaded
+        _memo[key] = _host_tensor(load_images(name, data_dir, image_size, channels))
+    return _memo[key]
+
+
+# ---------------------------------------------------------------------------------------------- folder cache
+
+def _folder_source(data_dir, image_size, channels):
+    """A folder's usable images at the training size, each decoded once -> (uint8 (N, size, size, channels) held in
+    memory, True) if they fit the memory budget, else (the N cache files holding them, one image each, False)."""
+    paths = _list_images(data_dir)
+    large = len(paths) >= FULL_DECODE_MAX_FILES
+    in_memory = len(paths) * image_size * image_size * channels <= _memory_budget()
+    # In memory: images packed PACK to a file (fast to load); else one file per image (the pipeline reads any one).
+    pack = PACK if in_memory else 1
+    base, prefix = _cache_name(data_dir, paths, image_size, channels, large)
+    roots = _cache_roots(data_dir)
+    for root in roots:
+        for per_file in ((PACK, 1) if in_memory else (1,)):  # either layout holds what memory needs
+            found = _read_cache(os.path.join(root, f"{base}-{per_file}"), image_size, channels, in_memory)
+            if found is not None:
+                return found, in_memory
+    name = f"{base}-{pack}"
+    tmp = next((t for t in (_temp_dir(root, name) for root in roots) if t is not None), None)
+    size = f"{len(paths) * image_size * image_size * channels / 2 ** 30:.2g} GB"
+    if tmp is None and not in_memory:
+        raise DataError(f"Cannot write the decoded-image cache of {data_dir} ({size}) under {' or '.join(roots)}; "
+                        "set $GAN_CACHE to a writable folder with that much free space.")
+    print(f"note: decoding the {len(paths)} image files under {data_dir} once, at {image_size}x{image_size}x"
+          f"{channels}" + (f", into {os.path.dirname(tmp)} (later runs reuse it)" if tmp else
+                           " (no writable cache folder: later runs decode again)"), file=sys.stderr, flush=True)
+    try:
+        writer = None if tmp is None else _CacheWriter(tmp, pack, image_size * image_size * channels)
+        images, count, warnings = _decode_folder(data_dir, paths, image_size, channels, large, writer, in_memory)
+        if tmp is None:
+            return images, True
+        writer.close()
+        with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: a cache with meta.json is complete
+            json.dump(dict(version=CACHE_VERSION, tensorflow=tf.__version__, data_dir=os.path.abspath(data_dir),
+                           shape=[count, image_size, image_size, channels], per_file=pack, warnings=warnings), f)
+        final = os.path.join(os.path.dirname(tmp), name)
+        try:
+            os.rename(tmp, final)  # atomic: other runs see no cache or a complete one
+        except OSError:
+            if not os.path.isfile(os.path.join(final, "meta.json")):
+                raise
+            # Another run published the same cache first: the same listing decoded by the same code, so the same
+            # images; use it, and ours goes in the finally clause.
+        for stale in os.listdir(os.path.dirname(final)):  # this folder's caches from before it changed
+            if stale.startswith(prefix) and not stale.startswith(base):  # (its other layout stays)
+                shutil.rmtree(os.path.join(os.path.dirname(final), stale), ignore_errors=True)
+    except OSError as e:
+        raise DataError(f"Cannot write the decoded-image cache of {data_dir} under {os.path.dirname(tmp)} "
+                        f"({e.strerror or e}); free {size} there or set $GAN_CACHE to another folder.") from e
+    finally:
+        if tmp is not None and os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    _memo.clear()
+    if in_memory:
+        _memo[final] = _host_tensor(images)
+        return _memo[final], True
+    return np.array(_cache_files(final, count, 1)), False
+
+
+def _memory_budget():
+    """Bytes of decoded folder images a run may hold in memory: MEMORY_BUDGET_GB, or $GAN_DATA_MEMORY_GB."""
+    value = os.environ.get("GAN_DATA_MEMORY_GB") or MEMORY_BUDGET_GB
+    try:
+        return float(value) * 2 ** 30
+    except ValueError:
+        raise DataError(f"$GAN_DATA_MEMORY_GB must be a number of gigabytes, got {value!r}.") from None
+
+
+def _cache_roots(data_dir):
+    """Where a folder's cache may live, in order of preference: $GAN_CACHE if set, else next to the data (a
+    read-only dataset: the user's cache folder)."""
+    if os.environ.get("GAN_CACHE"):
+        return [os.path.join(os.environ["GAN_CACHE"], "folders")]
+    return [os.path.join(data_dir, CACHE_DIR_NAME), os.path.join(os.path.expanduser("~"), ".cache", "tf-gans",
+                                                                 "folders")]
+
+
+def _cache_name(data_dir, paths, image_size, channels, large):
+    """(the cache's directory name but its layout, the prefix shared by every cache of this folder at this size).
+
+    The name holds a digest of everything the cached pixels depend on: the listing (each file's path, size and
+    modification time, so a changed folder gets a new cache), the decoder (CACHE_VERSION, TensorFlow's version)
+    and the damaged-file rule in force (see the module docstring).
     """
-    size = int(idx.shape[0])
-    whole = (tf.data.Dataset.from_tensor_slices(idx)
-             .map(lambda i: _decode_file(paths[i], image_size, channels),
-                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-             .batch(size, drop_remainder=True)  # a slice missing a file comes out short and is dropped
-             .ignore_errors())
-    by_file = (tf.data.Dataset.from_tensor_slices(idx)
-               .interleave(lambda i: _decode_or_replace(paths, i, image_size, channels),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .batch(size, drop_remainder=True))
-    return whole.concatenate(by_file).take(1)  # by_file is only iterated if whole came out empty
+    listing = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        # path[len(data_dir):]: the path below the folder (os.walk's paths all start with data_dir)
+        listing.update(f"{path[len(data_dir):]}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    listing.update(f"{CACHE_VERSION} {tf.__version__} {large}".encode())
+    folder = os.path.realpath(data_dir)
+    prefix = (f"{os.path.basename(folder) or 'root'}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}-"
+              f"{image_size}x{image_size}x{channels}-")
+    return prefix + listing.hexdigest()[:16], prefix
 
 
-def _decode_or_replace(paths, i, image_size, channels):
-    """Dataset of one (image_size, image_size, channels) image: file i, or, if it cannot be decoded, the next file
-    in sorted path order that can (with a warning naming file i). The candidates are tried lazily, one at a time,
-    so a good file costs one decode; the up-front checks make sure that some file decodes."""
-    n = int(paths.shape[0])
-
-    def warn_if_replaced(j, image):
-        def warn(bad, good):
-            _warn_once(bad.numpy().decode(), f"{good.numpy().decode()} stands in for it every time it is drawn")
-            return True
-
-        warned = tf.cond(tf.equal(i, j), lambda: tf.constant(True),
-                         lambda: tf.py_function(warn, [paths[i], paths[j]], tf.bool))
-        with tf.control_dependencies([warned]):
-            return tf.identity(image)
-
-    return (tf.data.Dataset.range(n, output_type=i.dtype)
-            .map(lambda k: (i + k) % n)
-            .map(lambda j: (j, _decode_file(paths[j], image_size, channels)))
-            .ignore_errors()
-            .take(1)
-            .map(warn_if_replaced))
+def _cache_files(cache, count, per_file):
+    """The files of a cache of `count` images, `per_file` to a file."""
+    return [_cache_file(cache, i) for i in range((count + per_file - 1) // per_file)]
 
 
-def _usable_images(data_dir, image_size, channels):
-    """Sorted paths of the folder's images without its damaged ones (see the module docstring)."""
-    paths, problems = _scan_folder(data_dir)
-    if len(paths) < FULL_DECODE_MAX_FILES:
-        problems.update(_decode_all([p for p in paths if p not in problems], image_size, channels, keep=False)[1])
-        return _drop_damaged(data_dir, paths, problems)
-    paths = _drop_damaged(data_dir, paths, problems)
-    # An evenly spaced sample is decoded too: it refuses a folder TF cannot broadly decode (where _decode_or_replace
-    # would find no stand-in) at the cost of a second or two.
-    sample = paths[::max(1, len(paths) // DECODE_SAMPLE)]
-    return _drop_damaged(data_dir, paths, _decode_all(sample, image_size, channels, keep=False)[1], len(sample))
+def _cache_file(cache, i):
+    """A cache's i-th file, 10,000 to a subfolder."""
+    return os.path.join(cache, f"{i // 10000:05d}", f"{i:08d}.u8")
+
+
+def _read_cached(path, image_size, channels):
+    """uint8 [image_size, image_size, channels] from a one-image cache file (raw bytes: nothing to decode)."""
+    return tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.uint8), [image_size, image_size, channels])
+
+
+def _read_cache(cache, image_size, channels, in_memory):
+    """The images (in_memory) or the one-image files of a complete cache, its damaged files warned about again;
+    None if there is none (or it cannot be read: then it is built again)."""
+    try:
+        with open(os.path.join(cache, "meta.json")) as f:
+            meta = json.load(f)
+        shape, per_file = meta["shape"], meta["per_file"]
+        files = _cache_files(cache, shape[0], per_file)
+        record = image_size * image_size * channels
+        if (shape[1:] != [image_size, image_size, channels] or not files
+                or sum(os.path.getsize(f) for f in files) != shape[0] * record):
+            return None
+        if in_memory and cache not in _memo:
+            _memo.clear()
+            images = np.empty(shape[0] * record, np.uint8)
+            for k, path in enumerate(files):
+                with open(path, "rb", buffering=0) as f:
+                    f.readinto(memoryview(images)[k * per_file * record:(k + 1) * per_file * record])
+            _memo[cache] = _host_tensor(images.reshape(shape))
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    for path, what in meta["warnings"]:
+        _warn_once(path, what)
+    return _memo[cache] if in_memory else np.array(files)
+
+
+def _temp_dir(root, name):
+    """A fresh directory under root to build a cache in, or None if root is not writable."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        tmp = os.path.join(root, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        os.mkdir(tmp)
+        return tmp
+    except OSError:
+        return None
+
+
+class _CacheWriter:
+    """Writes image k's raw bytes at its place in a cache of `per_file` images to a file (see _cache_files)."""
+
+    def __init__(self, cache, per_file, record):
+        self.cache, self.per_file, self.record = cache, per_file, record
+        self.file, self.index = None, None
+
+    def _seek(self, k):
+        index = k // self.per_file
+        if index != self.index:
+            self.close()
+            path = _cache_file(self.cache, index)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.file, self.index = open(path, "r+b" if os.path.exists(path) else "w+b"), index
+        self.file.seek(k % self.per_file * self.record)
+
+    def write(self, k, raw):
+        self._seek(k)
+        self.file.write(raw)
+
+    def read(self, k):
+        self._seek(k)
+        return self.file.read(self.record)
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+        self.file, self.index = None, None
+
+
+def _decode_folder(data_dir, paths, image_size, channels, large, writer, keep):
+    """Decode each usable file of a folder once, in sorted path order -> (its images if keep, else None; their
+    count N; [[file, what]] for each damaged file, as warned), image k also given to writer (unless None).
+
+    Small folders (fewer than FULL_DECODE_MAX_FILES files): the files that fail the cheap check or the decode are
+    left out. Large ones: those failing the cheap check, or in a decoded sample, are left out (or the folder is
+    refused, before the long decode), and a file that fails the full decode has the next file in sorted order
+    that decodes stand in for it, as it did when large folders were decoded epoch after epoch.
+    """
+    problems = _cheap_problems(paths)
+    if large:
+        paths = _drop_damaged(data_dir, paths, problems)
+        sample = paths[::max(1, len(paths) // DECODE_SAMPLE)]
+        _drop_damaged(data_dir, paths, _decode_all(sample, image_size, channels, keep=False)[1], len(sample))
+        warnings = [[path, f"it {problems[path]}"] for path in sorted(problems)]
+        candidates = paths
+    else:
+        candidates = [path for path in paths if path not in problems]
+    images = np.empty((len(candidates), image_size, image_size, channels), np.uint8) if keep else None
+    decoded = []
+    for ks, batch in _decode_batches(candidates, image_size, channels):
+        for k, image in zip(ks.tolist(), batch):
+            position = k if large else len(decoded)  # small folders: the decodable files, packed
+            decoded.append(k)
+            if keep:
+                images[position] = image
+            if writer is not None:
+                writer.write(position, image.tobytes())
+    if not large:
+        failed = set(range(len(candidates))) - set(decoded)
+        problems.update({candidates[k]: "is corrupt (TensorFlow cannot decode it)" for k in failed})
+        _drop_damaged(data_dir, paths, problems)  # refuses the folder if too many are damaged, warns otherwise
+        warnings = [[path, f"it {problems[path]}"] for path in sorted(problems)]
+        return (images[:len(decoded)] if keep else None), len(decoded), warnings
+    good = sorted(decoded)
+    if not good:
+        raise DataError(f"None of the image files under {data_dir} can be decoded by TensorFlow; "
+                        "pass --data_dir pointing at a folder of JPEG/PNG images.")
+    for k in sorted(set(range(len(candidates))) - set(good)):
+        j = good[bisect.bisect(good, k) % len(good)]  # the next file in sorted path order that decodes
+        what = f"{candidates[j]} stands in for it every time it is drawn"
+        _warn_once(candidates[k], what)
+        warnings.append([candidates[k], what])
+        if keep:
+            images[k] = images[j]
+        if writer is not None:
+            writer.write(k, writer.read(j))
+    return images, len(candidates), warnings
+
+
+def _list_images(data_dir):
+    """Sorted JPEG/PNG paths under data_dir (recursively, leaving out a cache inside it)."""
+    _require_dir(data_dir, "a folder of .jpg/.jpeg/.png images")
+    paths = []
+    # followlinks: dataset trees are often assembled from symlinked category folders (LSUN).
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
+        dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
+        paths += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not paths:
+        raise DataError(f"No .jpg/.jpeg/.png images found under {data_dir}; "
+                        "pass --data_dir pointing at an image folder.")
+    return sorted(paths)
 
 
 def _scan_folder(data_dir, limit=None):
     """Sorted JPEG/PNG paths under data_dir (recursively), the first `limit` of them, and {path: problem} for
     those failing the cheap check."""
-    _require_dir(data_dir, "a folder of .jpg/.jpeg/.png images")
-    # followlinks: dataset trees are often assembled from symlinked category folders (LSUN).
-    paths = sorted(os.path.join(root, f) for root, _, files in os.walk(data_dir, followlinks=True)
-                   for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not paths:
-        raise DataError(f"No .jpg/.jpeg/.png images found under {data_dir}; "
-                        "pass --data_dir pointing at an image folder.")
-    paths = paths[:limit]
+    paths = _list_images(data_dir)[:limit]
+    return paths, _cheap_problems(paths)
+
+
+def _cheap_problems(paths):
+    """{path: problem} for the files failing the cheap check (_image_problem)."""
     with ThreadPoolExecutor(max_workers=16) as pool:  # I/O bound: threads overlap the reads
-        problems = {path: problem for path, problem in zip(paths, pool.map(_image_problem, paths)) if problem}
-    return paths, problems
+        return {path: problem for path, problem in zip(paths, pool.map(_image_problem, paths)) if problem}
 
 
 def _decode_all(paths, image_size, channels, keep=True):
     """Decode every file with the pipeline's own decoder -> (uint8 images of the files that decode, in order, or
     None if not keep; {path: problem} for the files that do not)."""
-    decode = (tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
-              .map(lambda k, path: (k, _decode_file(path, image_size, channels)),
-                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-              .ignore_errors()  # the indices that come out say which files decoded
-              .batch(256))
     decoded, images = set(), []
-    for k, batch in decode:
-        decoded.update(k.numpy().tolist())
+    for k, batch in _decode_batches(paths, image_size, channels):
+        decoded.update(k.tolist())
         if keep:
-            images.append(batch.numpy())
+            images.append(batch)
     failed = {path: "is corrupt (TensorFlow cannot decode it)" for k, path in enumerate(paths) if k not in decoded}
     if not keep:
         return None, failed
     return (np.concatenate(images) if images else np.zeros((0, image_size, image_size, channels), np.uint8)), failed
+
+
+def _decode_batches(paths, image_size, channels):
+    """(positions in paths, uint8 images) of the files that decode, in order, a few hundred at a time."""
+    decode = (tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
+              .map(lambda k, path: (k, _decode_file(path, image_size, channels)),
+                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+              .ignore_errors()  # the positions that come out say which files decoded
+              .batch(256))
+    for k, batch in decode:
+        yield k.numpy(), batch.numpy()
 
 
 def _drop_damaged(data_dir, paths, problems, sampled=None):

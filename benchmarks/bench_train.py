@@ -6,6 +6,8 @@
     python benchmarks/bench_train.py --strategy mirrored --xla off      # all GPUs (default: --strategy one)
     python benchmarks/bench_train.py --variants wgan_gp --precisions fp32 bf16 --xla off --steps 5 --warmup 2 \
         --arch resnet --image_size 32 --channels 3 --width 128 --z_dim 128 --norm none   # WGAN-GP's CIFAR-10 ResNet
+    python benchmarks/bench_train.py --folder_images 20000 --image_size 64 --variants dcgan --precisions fp32 \
+        --xla off --steps 5           # the folder pipeline: a generated folder of 20,000 RGB JPEGs, decoded once
 
 Each row times a script's own train step (one tf.function call per generator step), optimizers and data pipeline,
 built as the script builds them (checkpoints, sample grids and logging excluded): untimed warm-up steps first
@@ -16,6 +18,10 @@ convolution at the benchmark batch size (forward) and a large square matmul. WGA
 warm-up schedule (100 critic updates per generator step), timed over as many critic updates as the regular row:
 both should run the critic at the same rate. Each variant's rows also say how many real images/s its input
 pipeline yields on its own: more than the training rows' real images/s means the device need not wait for data.
+With --folder_images N the scripts train on a generated folder of N RGB JPEGs (--dataset folder, --channels 3),
+made once and kept for later runs; the folder's decoded-image cache is built before the first row (the time of
+that one decode, and of a later run's start from the cache, are printed as notes), so the pipeline column is the
+steady state every epoch after the first runs at.
 
 FLOPs of one generator step are counted from the networks (see step_flops): the multiply-adds of every Dense,
 Conv2D and Conv2DTranspose layer, 2 FLOPs each, forward and backward; for the ResNet (--arch resnet) also its
@@ -26,8 +32,10 @@ optimizer updates (well under 1% of the DCGAN backbone's FLOPs).
 import argparse
 import math
 import os
+import shutil
 import sys
 import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +44,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import common  # noqa: E402
+import data  # noqa: E402
 import dcgan  # noqa: E402
 import ops  # noqa: E402
 import wgan  # noqa: E402
@@ -220,6 +229,51 @@ def conv_description(conv, batch):
     return f"{h}x{w}x{c_in} -> {h_out}x{w_out}x{c_out}, {kh}x{kw}/{conv.strides[0]}, batch {batch}"
 
 
+# ------------------------------------------------------------------------------------------- a folder dataset
+def make_folder(path, n, seed=0):
+    """A folder of n RGB JPEGs (112x96, CelebA's aspect ratio, smooth random colour fields plus grain) at path,
+    made once: reused if complete, built under a temporary name and renamed into place otherwise."""
+    import numpy as np
+    from PIL import Image
+
+    if os.path.isfile(os.path.join(path, "done")):
+        return path
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    os.makedirs(tmp)
+    rng = np.random.default_rng(seed)
+    try:
+        for k in range(n):
+            coarse = Image.fromarray(rng.integers(0, 256, (4, 4, 3), np.uint8)).resize((96, 112), Image.BILINEAR)
+            pixels = np.asarray(coarse, np.int16) + rng.integers(-12, 13, (112, 96, 1), np.int16)
+            folder = os.path.join(tmp, f"{k // 1000:03d}")
+            os.makedirs(folder, exist_ok=True)
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(os.path.join(folder, f"{k:06d}.jpg"),
+                                                                        quality=90)
+        open(os.path.join(tmp, "done"), "w").close()
+        try:
+            os.rename(tmp, path)
+        except OSError:  # another benchmark made it first
+            if not os.path.isfile(os.path.join(path, "done")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def folder_notes(flags):
+    """Notes timing the folder's one decode into its cache and a later run's start from the cache."""
+    args = dcgan.parse_args(flags)
+    timings = []
+    for _ in range(2):
+        start = time.perf_counter()
+        data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size)
+        timings.append(time.perf_counter() - start)
+        data._memo.clear()  # the second call reads the cache as a new run would
+    return [f"folder {args.data_dir}: the first make_dataset took {timings[0]:.1f} s (it decodes the folder into "
+            f"its cache, unless an earlier run left the cache), a second one {timings[1]:.1f} s (a later run's start: "
+            "the listing checked, the cache read); the rows read the cache"]
+
+
 # -------------------------------------------------------------------------------------------------- training
 def build(variant, flags):
     """A script's args, networks, optimizers, data iterator and train step, as its main() builds them."""
@@ -383,6 +437,11 @@ def main(argv=None):
     parser.add_argument("--ceiling_seconds", type=float, default=1.5, help="timing budget of each ceiling")
     parser.add_argument("--pipeline_seconds", type=float, default=2.0,
                         help="timing budget of the input pipeline on its own, per variant")
+    parser.add_argument("--folder_images", type=int, default=0,
+                        help="if > 0: train on a generated folder of this many RGB JPEGs (--dataset folder)")
+    parser.add_argument("--folder_dir", default=None,
+                        help="where that folder is made and kept (default: $GAN_CACHE, else ~/.cache/tf-gans, "
+                             "/bench-folder-N)")
     known, flags = parser.parse_known_args(argv)  # everything else goes to the scripts' own parsers
     if known.steps < 1 or known.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
@@ -393,6 +452,17 @@ def main(argv=None):
 
     header = machine_header()
     rows, notes, ceilings = [], [], {}
+    if known.folder_images > 0:
+        if any(f.split("=")[0] in ("--dataset", "--data_dir", "--channels") for f in flags):
+            parser.error("--folder_images sets --dataset, --data_dir and --channels")
+        root = os.environ.get("GAN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tf-gans")
+        folder = known.folder_dir or os.path.join(root, f"bench-folder-{known.folder_images}")
+        start = time.perf_counter()
+        make_folder(folder, known.folder_images)
+        print(f"  folder {folder}: {known.folder_images} JPEGs ready in {time.perf_counter() - start:.1f} s",
+              file=sys.stderr, flush=True)
+        flags = [*flags, "--dataset", "folder", "--data_dir", folder, "--channels", "3"]
+        notes += folder_notes(flags)
     for precision in known.precisions:
         for variant in known.variants:  # the ceilings first, while nothing else runs in this process
             ceiling(variant, [*flags, "--precision", precision], known, ceilings)

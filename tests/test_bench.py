@@ -132,6 +132,23 @@ def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
         assert "100 (warm-up)" in rows[1]
 
 
+def test_make_folder_once(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import data
+    folder = str(tmp_path / "folder")
+    assert bench_train.make_folder(folder, 12) == folder
+    files = sorted(p for p in (tmp_path / "folder").rglob("*.jpg"))
+    assert len(files) == 12 and Image.open(files[0]).size == (96, 112) and Image.open(files[0]).mode == "RGB"
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    bench_train.make_folder(folder, 12)  # complete: kept as it is
+    assert [f.stat().st_mtime_ns for f in files] == mtimes and os.listdir(tmp_path) == ["folder"]
+    images = data.load_images("folder", folder, image_size=16, channels=3)
+    assert images.shape == (12, 16, 16, 3) and len({image.tobytes() for image in images}) == 12
+    assert np.ptp(images) > 100  # varied colours, not a blank folder
+
+
 def test_gpu_check_script_parses():
     subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], check=True)
 

@@ -38,6 +38,13 @@ def ids(batch):
     return np.round((batch[:, 0, 0, 0] + 1.0) * 127.5 / 20).astype(int).tolist()
 
 
+@pytest.fixture(autouse=True)
+def folder_cache_defaults(monkeypatch):
+    """Folder caches next to the data, in memory when small, whatever the environment running the tests says."""
+    monkeypatch.delenv("GAN_CACHE", raising=False)
+    monkeypatch.delenv("GAN_DATA_MEMORY_GB", raising=False)
+
+
 @pytest.fixture
 def idx_dir(tmp_path):
     """10 train images (gzipped) and 3 test images (plain) of 4x4 pixels."""
@@ -345,6 +352,132 @@ def test_folder_png_modes(tmp_path, channels):
         np.testing.assert_array_equal(image.reshape(4, channels), want, err_msg=name)
 
 
+# ---------------------------------------------------------------------------------------------- folder cache
+
+def graph_ops(ds):
+    """The op types in a dataset's graph, its functions' bodies included."""
+    graph = tf.compat.v1.GraphDef.FromString(ds._as_serialized_graph().numpy())
+    return {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+
+
+def caches(folder):
+    """The cache directories (complete or not) under a folder's .gan-cache."""
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+@pytest.mark.parametrize("budget_gb", [None, 0])  # in memory, and read from the cache's files one image each
+def test_folder_cache_built_once_reused_and_rebuilt_when_the_folder_changes(image_tree, monkeypatch, budget_gb):
+    if budget_gb is not None:
+        monkeypatch.setenv("GAN_DATA_MEMORY_GB", str(budget_gb))
+    uncached = data.load_images("folder", str(image_tree), image_size=4, channels=3)  # decodes every file
+
+    def dataset(**kw):
+        return data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2, seed=3, **kw)
+
+    ds = dataset()
+    first = np.stack(take(ds, 9))  # 3 epochs of 3 batches
+    # Once built, the pipeline decodes nothing (no decoder op at all) and runs no Python.
+    assert not graph_ops(ds) & {"DecodePng", "DecodeJpeg", "DecodeImage", "EagerPyFunc", "PyFunc", "PyFuncStateless"}
+    assert "EagerPyFunc" in graph_ops(tf.data.Dataset.range(1).map(lambda x: tf.py_function(abs, [x], tf.int64)))
+    cache_root = image_tree / data.CACHE_DIR_NAME
+    [cache] = caches(cache_root)
+    assert cache.endswith("-1" if budget_gb == 0 else f"-{data.PACK}")  # one image per file only when read from disk
+    # The pixels are the uncached decoder's, bit for bit: every batch is made of uncached images.
+    expected = uncached.astype(np.float32) / 127.5 - 1.0
+    for image in first.reshape(-1, 4, 4, 3):
+        assert np.any(np.all(expected == image, axis=(1, 2, 3)))
+
+    # A later run (a fresh process: nothing kept in memory) reads the cache and decodes nothing: with the decoder
+    # broken, and a file's content destroyed behind the listing check's back (same size, same mtime), it still
+    # yields the same batches, and resumes and slices them as before.
+    data._memo.clear()
+    victim = image_tree / "a" / "1.png"
+    stat = victim.stat()
+    victim.write_bytes(bytes(stat.st_size))
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    real_decode_file = data._decode_file
+    monkeypatch.setattr(data, "_decode_file", lambda *a: pytest.fail("a cached folder was decoded"))
+    np.testing.assert_array_equal(np.stack(take(dataset(), 9)), first)
+    np.testing.assert_array_equal(np.stack(take(dataset(start_batch=4), 5)), first[4:])
+    halves = take(dataset(start_batch=1, parts=2, take=[1]), 4)
+    np.testing.assert_array_equal(np.stack(halves), first[1:5, 1:])
+    monkeypatch.setattr(data, "_decode_file", real_decode_file)
+
+    # A changed folder (a file rewritten, so its mtime moves; a file added) is decoded again into a new cache,
+    # which replaces the old one.
+    save_png(str(victim), np.full((8, 8, 3), (1, 2, 3)))
+    save_png(str(image_tree / "8.png"), np.full((8, 8, 3), (9, 9, 9)))
+    changed = np.concatenate(take(dataset(), 8)).reshape(-1, 4 * 4 * 3)  # 4 batches of 2 per epoch: 8 of 8 images
+    colours = {tuple(np.round((row[:3] + 1.0) * 127.5).astype(int)) for row in changed}
+    assert {(1, 2, 3), (9, 9, 9)} <= colours and (255, 0, 0) not in colours
+    [new_cache] = caches(cache_root)
+    assert new_cache != cache
+
+
+def test_builtin_dataset_kept_between_calls_until_its_files_change(idx_dir, monkeypatch):
+    first = take(data.make_dataset("mnist", idx_dir, image_size=8, batch_size=5), 2)
+    # Kept: a second pipeline (a benchmark's next row) neither reads nor resizes the files again.
+    monkeypatch.setattr(data, "load_images", lambda *a, **k: pytest.fail("loaded again"))
+    np.testing.assert_array_equal(np.stack(take(data.make_dataset("mnist", idx_dir, image_size=8, batch_size=5), 2)),
+                                  np.stack(first))
+    monkeypatch.undo()
+    write_idx(os.path.join(idx_dir, "train-images-idx3-ubyte.gz"), id_images(10) + 5)  # new content, size, mtime
+    changed = take(data.make_dataset("mnist", idx_dir, image_size=8, batch_size=5), 2)
+    # The same order (same seed, same count), every pixel 5 brighter.
+    np.testing.assert_array_equal(data.to_uint8(np.stack(changed)), data.to_uint8(np.stack(first)) + 5)
+
+
+def test_folder_cache_under_gan_cache_and_in_the_users_cache(image_tree, tmp_path, monkeypatch):
+    def batches():
+        data._memo.clear()
+        return np.stack(take(data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2), 4))
+
+    monkeypatch.setenv("GAN_CACHE", str(tmp_path / "gan_cache"))
+    reference = batches()
+    assert len(caches(tmp_path / "gan_cache" / "folders")) == 1 and not (image_tree / data.CACHE_DIR_NAME).exists()
+    # Without $GAN_CACHE, and with no way to write next to the data (a file where the cache folder would go): the
+    # user's cache folder. Nothing else changes.
+    monkeypatch.delenv("GAN_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (image_tree / data.CACHE_DIR_NAME).write_text("in the way")
+    np.testing.assert_array_equal(batches(), reference)
+    assert len(caches(tmp_path / "home" / ".cache" / "tf-gans" / "folders")) == 1
+
+
+def test_folder_with_nowhere_to_cache(image_tree, tmp_path, monkeypatch, capsys):
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("GAN_CACHE", str(blocked))  # $GAN_CACHE/folders cannot be made
+    batches = take(data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2), 3)
+    assert len(batches) == 3 and "later runs decode again" in capsys.readouterr().err  # decoded into memory
+    monkeypatch.setenv("GAN_DATA_MEMORY_GB", "0")  # too large for memory, and no cache: refused in one sentence
+    with pytest.raises(DataError) as err:
+        data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2)
+    assert_one_sentence_naming(err, image_tree)
+    assert "$GAN_CACHE" in str(err.value)
+
+
+def test_folder_cache_two_runs_at_once(image_tree, monkeypatch):
+    # Run A decodes into its temporary folder while run B builds and publishes the same cache: A's rename then
+    # fails, A uses B's cache, and no temporary folder is left behind.
+    real_temp_dir = data._temp_dir
+    others = []
+
+    def temp_dir_racing(root, name):
+        tmp = real_temp_dir(root, name)
+        if not others:
+            others.append(1)
+            data._memo.clear()
+            others.append(np.stack(take(data.make_dataset("folder", str(image_tree), image_size=4, channels=3,
+                                                          batch_size=2), 4)))
+        return tmp
+
+    monkeypatch.setattr(data, "_temp_dir", temp_dir_racing)
+    mine = np.stack(take(data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2), 4))
+    np.testing.assert_array_equal(mine, others[1])
+    assert len(caches(image_tree / data.CACHE_DIR_NAME)) == 1  # B's; A's temporary folder is gone
+
+
 # ---------------------------------------------------------------------------------------------- damaged folders
 
 def bad_scan_jpeg(path):
@@ -399,7 +532,7 @@ def names(batch):
     return (pixels[:, 0] + 256 * pixels[:, 1]).tolist()
 
 
-def test_damaged_files_are_left_out_up_front(damaged_tree, capsys):
+def test_damaged_files_are_left_out_up_front(damaged_tree, capsys, monkeypatch):
     def dataset(**kw):
         return data.make_dataset("folder", str(damaged_tree), image_size=8, channels=3, batch_size=20, seed=4, **kw)
 
@@ -413,6 +546,12 @@ def test_damaged_files_are_left_out_up_front(damaged_tree, capsys):
     warnings = capsys.readouterr().err.splitlines()
     for name in (SCAN, ZLIB, CUT):  # each named once, though three datasets and load_images met them
         assert sum(str(damaged_tree / name) in line for line in warnings) == 1, warnings
+    monkeypatch.setattr(data, "_warned", set())  # a new process: its run finds the cache, and warns again
+    data._memo.clear()
+    np.testing.assert_array_equal(np.stack(take(dataset(), 16)), np.stack(batches))
+    warnings = capsys.readouterr().err.splitlines()
+    assert sorted(line.split()[5].rstrip(":") for line in warnings if "damaged" in line) == \
+        [str(damaged_tree / name) for name in sorted((SCAN, ZLIB, CUT))], warnings
 
 
 def test_damaged_files_found_in_the_pipeline_are_replaced(damaged_tree, tmp_path, monkeypatch, capsys):
