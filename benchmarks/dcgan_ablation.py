@@ -211,9 +211,9 @@ def train_dcgan_py(seed, steps, eval_every, threads):
                        fd_own=fd, fd_resized=fd, **OURS)
 
 
-def summary(path, column="fd_resized"):
-    """Markdown: mean +- std (n) of `column` per config and evaluated step."""
-    rows = list(csv.DictReader(open(path)))
+def summary(paths, column="fd_resized"):
+    """Markdown: mean +- std (n) of `column` per config and evaluated step, over the rows of the CSV files."""
+    rows = [r for path in paths for r in csv.DictReader(open(path))]
     steps = sorted({int(r["step"]) for r in rows})
     names = list(dict.fromkeys(r["config"] for r in rows))
     lines = [f"| config | " + " | ".join(f"step {s}" for s in steps) + " |", "| --- |" + " ---: |" * len(steps)]
@@ -246,11 +246,13 @@ def main(argv=None):
     p.add_argument("--eval_samples", type=int, default=10_000, help="generated images per score")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = TF's choice)")
     p.add_argument("--csv", default="runs/dcgan_ablation.csv", help="rows are appended here as they come in")
-    p.add_argument("--summary", metavar="CSV", help="print the mean +- std table of CSV and exit")
+    p.add_argument("--summary", metavar="CSV", nargs="+", help="print the mean +- std table of the CSVs and exit")
+    p.add_argument("--column", default="fd_resized", choices=("fd_resized", "fd_own", "train_seconds"),
+                   help="what --summary tabulates")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 6 steps, 200 samples, 512 images")
     args = p.parse_args(argv)
     if args.summary:
-        print(summary(args.summary))
+        print(summary(args.summary, args.column))
         return
     for name in args.configs:
         if name != "dcgan.py":
