@@ -61,7 +61,7 @@ SWITCHES = {
 OURS = {k: v[0] for k, v in SWITCHES.items()}
 PLAIN = {k: v[1] for k, v in SWITCHES.items()}
 BATCH, Z_DIM, SIZE = 64, 100, 32
-FIELDS = ("config", "seed", "step", "train_seconds", "fd_own", "fd_resized", *SWITCHES)
+FIELDS = ("config", "seed", "step", "train_seconds", "fd_own", "fd_resized", "fd_padded", *SWITCHES)
 
 
 def config(name):
@@ -130,6 +130,13 @@ def to_resized(images, fit):
     return data._resize_uint8(images[:, 2:-2, 2:-2], SIZE, 1).numpy()
 
 
+def to_padded(images, fit):
+    """uint8 [N, 32, 32, 1] of geometry `fit` -> the padded geometry (resized images shrunk 32 -> 28 and padded)."""
+    if fit == "pad":
+        return images
+    return np.pad(data._resize_uint8(images, 28, 1).numpy(), ((0, 0), (2, 2), (2, 2), (0, 0)))
+
+
 def make_train_step(cfg, generator, critic, g_opt, c_opt, rng):
     @tf.function
     def train_step(real):
@@ -150,7 +157,7 @@ def make_train_step(cfg, generator, critic, g_opt, c_opt, rng):
 
 
 class Scorer:
-    """classifier_fd in the run's own geometry and in the project's (resized) one; see the module docstring."""
+    """classifier_fd in the run's own geometry, in the project's (resized) one and in the padded one."""
 
     def __init__(self):
         self.resized = metrics.make_scorer("classifier_fd", "fashion_mnist", image_size=SIZE, channels=1)
@@ -158,14 +165,13 @@ class Scorer:
         self.padded_stats = None
 
     def __call__(self, images, fit):
+        """-> (fd_own, fd_resized, fd_padded)"""
         resized = self.resized(to_resized(images, fit))["classifier_fd"]
-        if fit == "resize":
-            return resized, resized
         if self.padded_stats is None:
             self.padded_stats = metrics.statistics(metrics._features(self.network, real_images("pad"), 500)[0])
-        own = metrics.frechet_distance(*metrics.statistics(metrics._features(self.network, images, 500)[0]),
-                                       *self.padded_stats)
-        return own, resized
+        padded = metrics.frechet_distance(
+            *metrics.statistics(metrics._features(self.network, to_padded(images, fit), 500)[0]), *self.padded_stats)
+        return (resized if fit == "resize" else padded), resized, padded
 
 
 def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=None):
@@ -189,9 +195,9 @@ def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=Non
             print(f"{name} seed {seed}: step {step}, {seconds:.0f} s of training", file=sys.stderr, flush=True)
         if step % eval_every == 0 or step == steps:
             fake = common.generate_images(generator, eval_samples, Z_DIM, seed + 1)  # inference mode
-            own, resized = scorer(fake, cfg["fit"])
+            own, resized, padded = scorer(fake, cfg["fit"])
             yield dict(config=name, seed=seed, step=step, train_seconds=round(seconds, 1), fd_own=round(own, 3),
-                       fd_resized=round(resized, 3), **cfg)
+                       fd_resized=round(resized, 3), fd_padded=round(padded, 3), **cfg)
 
 
 def train_dcgan_py(seed, steps, eval_every, threads):
@@ -220,7 +226,8 @@ def summary(paths, column="fd_resized"):
     for name in names:
         cells = []
         for s in steps:
-            v = np.array([float(r[column]) for r in rows if r["config"] == name and int(r["step"]) == s])
+            v = np.array([float(r[column]) for r in rows
+                          if r["config"] == name and int(r["step"]) == s and r.get(column)])
             cells.append("" if not len(v) else f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f} "
                                                f"({len(v)})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -247,7 +254,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = TF's choice)")
     p.add_argument("--csv", default="runs/dcgan_ablation.csv", help="rows are appended here as they come in")
     p.add_argument("--summary", metavar="CSV", nargs="+", help="print the mean +- std table of the CSVs and exit")
-    p.add_argument("--column", default="fd_resized", choices=("fd_resized", "fd_own", "train_seconds"),
+    p.add_argument("--column", default="fd_resized", choices=("fd_resized", "fd_padded", "fd_own", "train_seconds"),
                    help="what --summary tabulates")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 6 steps, 200 samples, 512 images")
     args = p.parse_args(argv)

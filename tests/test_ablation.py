@@ -63,6 +63,7 @@ def test_padding_keeps_the_pixels_and_cropping_it_gives_data_py_geometry(tiny_fa
     assert (padded[:, :2] == 0).all() and (padded[:, :, -2:] == 0).all()  # uint8 0 -> -1 in training
     np.testing.assert_array_equal(padded[:, 2:-2, 2:-2], raw)
     np.testing.assert_array_equal(ab.to_resized(padded, "pad"), ab.real_images("resize"))
+    assert ab.to_padded(padded, "pad") is padded and ab.to_padded(padded, "resize").shape == padded.shape
 
 
 @pytest.mark.parametrize("reuse, draws", [("reuse", 1), ("redraw", 2)])
@@ -85,7 +86,7 @@ def test_a_tiny_run_yields_scored_rows():
 
     def scorer(fake, fit):
         seen.append((fake.shape, fake.dtype, fit))
-        return 1.0, 2.0
+        return 1.0, 2.0, 3.0
     rows = list(ab.train("plain+fit", 0, steps=3, eval_every=2, scorer=scorer, eval_samples=5, images=images))
     assert [r["step"] for r in rows] == [2, 3] and rows[0]["fit"] == "resize" and rows[0]["z"] == "reuse"
     assert seen == [((5, 32, 32, 1), np.uint8, "resize")] * 2 and rows[-1]["fd_resized"] == 2.0
