@@ -217,6 +217,18 @@ def train_dcgan_py(seed, steps, eval_every, threads):
                        fd_own=fd, fd_resized=fd, **OURS)
 
 
+def geometry_floor(scorer):
+    """classifier_fd of 10,000 *real* test images in each geometry against each geometry's training statistics:
+    what a perfect generator would score, and what scoring padded images against resized statistics costs."""
+    lines = ["| test images | vs resized train stats | vs padded train stats |", "| --- | ---: | ---: |"]
+    for fit in ("resize", "pad"):
+        images = real_images(fit, split="test")
+        resized = scorer.resized(images)["classifier_fd"]
+        own, _, padded = scorer(images, "pad")  # "pad": score as they are against the padded statistics
+        lines.append(f"| {dict(resize='resized', pad='padded')[fit]} | {resized:.2f} | {own:.2f} |")
+    return "\n".join(lines)
+
+
 def summary(paths, column="fd_resized"):
     """Markdown: mean +- std (n) of `column` per config and evaluated step, over the rows of the CSV files."""
     rows = [r for path in paths for r in csv.DictReader(open(path))]
@@ -226,8 +238,10 @@ def summary(paths, column="fd_resized"):
     for name in names:
         cells = []
         for s in steps:
-            v = np.array([float(r[column]) for r in rows
-                          if r["config"] == name and int(r["step"]) == s and r.get(column)])
+            # the first rows had no fd_padded column: a padded run's fd_own is its fd_padded
+            v = np.array([float(r.get(column) or r["fd_own"]) for r in rows
+                          if r["config"] == name and int(r["step"]) == s
+                          and (r.get(column) or (column == "fd_padded" and r["fit"] == "pad"))])
             cells.append("" if not len(v) else f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f} "
                                                f"({len(v)})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -256,6 +270,7 @@ def main(argv=None):
     p.add_argument("--summary", metavar="CSV", nargs="+", help="print the mean +- std table of the CSVs and exit")
     p.add_argument("--column", default="fd_resized", choices=("fd_resized", "fd_padded", "fd_own", "train_seconds"),
                    help="what --summary tabulates")
+    p.add_argument("--geometry", action="store_true", help="print the real-image floor in both geometries and exit")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 6 steps, 200 samples, 512 images")
     args = p.parse_args(argv)
     if args.summary:
@@ -269,6 +284,9 @@ def main(argv=None):
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     print(f"machine: {machine()}; TensorFlow {tf.__version__}", file=sys.stderr)
     scorer = Scorer()
+    if args.geometry:
+        print(geometry_floor(scorer))
+        return
     os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
     for seed in args.seeds:
         for name in args.configs:
