@@ -1,0 +1,312 @@
+"""Issue 16: why a plain TF2 DCGAN learns more per generator step than dcgan.py, one difference at a time.
+
+    python benchmarks/dcgan_ablation.py --configs ours plain --seeds 0 1 2 --steps 2000 --csv docs/dcgan_gap.csv
+    python benchmarks/dcgan_ablation.py --configs ours+bn_eps ours+fit --seeds 0 --steps 2000 --csv docs/dcgan_gap.csv
+    python benchmarks/dcgan_ablation.py --configs dcgan.py --seeds 0 --steps 2000 --csv docs/dcgan_gap.csv
+    python benchmarks/dcgan_ablation.py --summary docs/dcgan_gap.csv          # the mean +- std table
+    python benchmarks/dcgan_ablation.py --quick                               # a smoke test (seconds)
+
+Configs. "plain" is the reference implementation of issue 16 (below, PLAIN REFERENCE: Keras defaults, a new user's
+first DCGAN); "ours" is the same code with each switch set to dcgan.py's value; "ours+X" is ours with switch X set
+to plain's value (one difference at a time), "plain+X" plain with X set to ours'. "dcgan.py" runs the real script
+(`dcgan.py --batch_size 64`) as a subprocess, to check that "ours" reproduces it. Every config is batch 64, z 100-d
+N(0, I), Adam(2e-4, 0.5, 0.999), the losses of dcgan.py (imported), on Fashion-MNIST.
+
+Scoring. classifier_fd of this project (metrics.py's offline classifier, 10,000 samples drawn in inference mode,
+noise seed = run seed + 1, as dcgan.py's --eval_every) every --eval_every steps. The classifier and its reference
+statistics are those of data.py's 32x32 images, made by *resizing* 28 -> 32. A generator trained on *padded* images
+draws a black 2-pixel frame around a 28x28 garment, so it is scored twice: `fd_own` against the statistics of the
+padded real images (the same classifier: each run in its own geometry), and `fd_resized` after cropping the frame
+and resizing 28 -> 32 exactly as data.py does (each run in the project's geometry). For resized runs both are equal.
+
+Threads: --threads sets TensorFlow's intra- and inter-op pools (1 each lets two processes share 2 cores).
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import common  # noqa: E402
+import data  # noqa: E402
+import dcgan  # noqa: E402
+import metrics  # noqa: E402
+import ops  # noqa: E402
+
+# switch: (dcgan.py's value, the plain implementation's value)
+SWITCHES = {
+    "fit": ("resize", "pad"),          # 28 -> 32: data.py's bilinear resize, or a 2-pixel border of -1 (black)
+    "bn_eps": (1e-5, 1e-3),            # BatchNorm epsilon: ops.batch_norm (PyTorch's), Keras' default
+    "bn_momentum": (0.9, 0.99),        # moving averages (inference only): ops.batch_norm, Keras' default
+    "bn_op": ("fused", "keras"),       # ops.BatchNormalization (FusedBatchNormV3, unbiased moving variance) or
+                                       # keras.layers.BatchNormalization (composed ops, biased moving variance)
+    "g_bn0": ("channel", "feature"),   # G's first BN: after the reshape, per channel (ops.py, dcgan.torch,
+                                       # pytorch/examples), or on the dense output, per feature (the TF tutorial,
+                                       # Newmu/dcgan_code)
+    "adam_eps": (1e-8, 1e-7),          # dcgan.make_optimizers (TF1/PyTorch), Keras' default
+    "z": ("redraw", "reuse"),          # a fresh z for the G update, or the D update's z again
+}
+OURS = {k: v[0] for k, v in SWITCHES.items()}
+PLAIN = {k: v[1] for k, v in SWITCHES.items()}
+BATCH, Z_DIM, SIZE = 64, 100, 32
+FIELDS = ("config", "seed", "step", "train_seconds", "fd_own", "fd_resized", "fd_padded", *SWITCHES)
+
+
+def config(name):
+    """'plain', 'ours', 'ours+X[+Y]' or 'plain+X' -> {switch: value}."""
+    base, *flips = name.split("+")
+    if base not in ("ours", "plain") or any(f not in SWITCHES for f in flips):
+        raise common.RunError(f"unknown config {name!r}: use ours, plain, dcgan.py, ours+X or plain+X with X in "
+                              f"{', '.join(SWITCHES)}.")
+    cfg = dict(OURS if base == "ours" else PLAIN)
+    for f in flips:
+        cfg[f] = SWITCHES[f][1] if base == "ours" else SWITCHES[f][0]
+    return cfg
+
+
+# ------------------------------------------------------------------ PLAIN REFERENCE (issue 16), with the switches
+def batch_norm(cfg):
+    layer = ops.BatchNormalization if cfg["bn_op"] == "fused" else keras.layers.BatchNormalization
+    return layer(momentum=cfg["bn_momentum"], epsilon=cfg["bn_eps"],
+                 gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+
+
+def plain_generator(cfg):
+    """z [B, 100] -> [B, 32, 32, 1]: Dense 4*4*256 -> BN -> ReLU -> convT 128, 64 (BN, ReLU) -> convT 1, tanh."""
+    init, z = ops.conv_init(), keras.Input((Z_DIM,))
+    x = keras.layers.Dense(4 * 4 * 256, use_bias=False, kernel_initializer=init)(z)
+    if cfg["g_bn0"] == "feature":  # BN over 4096 features, statistics over the batch only
+        x = keras.layers.Reshape((4, 4, 256))(keras.layers.ReLU()(batch_norm(cfg)(x)))
+    else:  # BN over 256 channels, statistics over batch x 4 x 4
+        x = keras.layers.ReLU()(batch_norm(cfg)(keras.layers.Reshape((4, 4, 256))(x)))
+    for filters in (128, 64):
+        x = keras.layers.Conv2DTranspose(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=init)(x)
+        x = keras.layers.ReLU()(batch_norm(cfg)(x))
+    x = keras.layers.Conv2DTranspose(1, 4, 2, padding="same", kernel_initializer=init)(x)
+    return keras.Model(z, keras.layers.Activation("tanh")(x), name="plain_generator")
+
+
+def plain_critic(cfg):
+    """[B, 32, 32, 1] -> [B, 1] logits: conv 64 (bias), LReLU -> conv 128, 256 (BN, LReLU) -> Flatten -> Dense 1."""
+    init, x_in = ops.conv_init(), keras.Input((SIZE, SIZE, 1))
+    x = keras.layers.LeakyReLU(0.2)(keras.layers.Conv2D(64, 4, 2, padding="same", kernel_initializer=init)(x_in))
+    for filters in (128, 256):
+        x = keras.layers.Conv2D(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=init)(x)
+        x = keras.layers.LeakyReLU(0.2)(batch_norm(cfg)(x))
+    x = keras.layers.Dense(1, kernel_initializer=init)(keras.layers.Flatten()(x))
+    return keras.Model(x_in, x, name="plain_critic")
+
+
+def plain_losses(d_real, d_fake):
+    """The plain implementation's softplus form: D: mean softplus(-real) + mean softplus(fake); G: softplus(-fake).
+    Equal to dcgan.critic_loss / generator_loss (tests/test_ablation.py), which the train step below uses."""
+    return (tf.reduce_mean(tf.nn.softplus(-d_real)) + tf.reduce_mean(tf.nn.softplus(d_fake)),
+            tf.reduce_mean(tf.nn.softplus(-d_fake)))
+
+
+def real_images(fit, split="train"):
+    """Fashion-MNIST as uint8 [N, 32, 32, 1]: data.py's resize, or the 28x28 originals padded with black."""
+    if fit == "resize":
+        return data.load_images("fashion_mnist", image_size=SIZE, split=split)
+    return np.pad(data.load_images("fashion_mnist", image_size=28, split=split), ((0, 0), (2, 2), (2, 2), (0, 0)))
+
+
+def to_resized(images, fit):
+    """uint8 [N, 32, 32, 1] of geometry `fit` -> the project's geometry (crop the padded frame, resize as data.py)."""
+    if fit == "resize":
+        return images
+    return data._resize_uint8(images[:, 2:-2, 2:-2], SIZE, 1).numpy()
+
+
+def to_padded(images, fit):
+    """uint8 [N, 32, 32, 1] of geometry `fit` -> the padded geometry (resized images shrunk 32 -> 28 and padded)."""
+    if fit == "pad":
+        return images
+    return np.pad(data._resize_uint8(images, 28, 1).numpy(), ((0, 0), (2, 2), (2, 2), (0, 0)))
+
+
+def make_train_step(cfg, generator, critic, g_opt, c_opt, rng):
+    @tf.function
+    def train_step(real):
+        z = rng.normal([BATCH, Z_DIM])
+        with tf.GradientTape() as tape:  # (1) D: real and fake as separate calls, as in both programs
+            d_real = critic(real, training=True)
+            d_fake = critic(generator(z, training=True), training=True)
+            d_loss = tf.reduce_mean(dcgan.critic_loss(d_real, d_fake))
+        c_opt.apply_gradients(zip(tape.gradient(d_loss, critic.trainable_variables), critic.trainable_variables))
+        if cfg["z"] == "redraw":
+            z = rng.normal([BATCH, Z_DIM])
+        with tf.GradientTape() as tape:  # (2) G: non-saturating
+            g_loss = tf.reduce_mean(dcgan.generator_loss(critic(generator(z, training=True), training=True)))
+        g_opt.apply_gradients(zip(tape.gradient(g_loss, generator.trainable_variables),
+                                  generator.trainable_variables))
+        return d_loss, g_loss
+    return train_step
+
+
+class Scorer:
+    """classifier_fd in the run's own geometry, in the project's (resized) one and in the padded one."""
+
+    def __init__(self):
+        self.resized = metrics.make_scorer("classifier_fd", "fashion_mnist", image_size=SIZE, channels=1)
+        self.network, _ = metrics.classifier_network("fashion_mnist", image_size=SIZE, channels=1)
+        self.padded_stats = None
+
+    def __call__(self, images, fit):
+        """-> (fd_own, fd_resized, fd_padded)"""
+        resized = self.resized(to_resized(images, fit))["classifier_fd"]
+        if self.padded_stats is None:
+            self.padded_stats = metrics.statistics(metrics._features(self.network, real_images("pad"), 500)[0])
+        padded = metrics.frechet_distance(
+            *metrics.statistics(metrics._features(self.network, to_padded(images, fit), 500)[0]), *self.padded_stats)
+        return (resized if fit == "resize" else padded), resized, padded
+
+
+def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=None):
+    """Yields one row per evaluation of config `name` trained with `seed`."""
+    cfg = config(name)
+    keras.utils.set_random_seed(seed)
+    generator, critic = plain_generator(cfg), plain_critic(cfg)
+    adam = lambda: keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999, epsilon=cfg["adam_eps"])  # noqa: E731
+    g_opt, c_opt = adam(), adam()
+    rng = tf.random.Generator.from_seed(seed)
+    x = real_images(cfg["fit"]) if images is None else images
+    dataset = (tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+               .batch(BATCH, drop_remainder=True).repeat().map(lambda b: tf.cast(b, tf.float32) / 127.5 - 1.0)
+               .prefetch(2))
+    step_fn, seconds = make_train_step(cfg, generator, critic, g_opt, c_opt, rng), 0.0
+    for step, real in enumerate(dataset.take(steps), 1):
+        start = time.perf_counter()
+        step_fn(real)[0].numpy()
+        seconds += time.perf_counter() - start
+        if step % 100 == 0:
+            print(f"{name} seed {seed}: step {step}, {seconds:.0f} s of training", file=sys.stderr, flush=True)
+        if step % eval_every == 0 or step == steps:
+            fake = common.generate_images(generator, eval_samples, Z_DIM, seed + 1)  # inference mode
+            own, resized, padded = scorer(fake, cfg["fit"])
+            yield dict(config=name, seed=seed, step=step, train_seconds=round(seconds, 1), fd_own=round(own, 3),
+                       fd_resized=round(resized, 3), fd_padded=round(padded, 3), **cfg)
+
+
+def train_dcgan_py(seed, steps, eval_every, threads):
+    """`dcgan.py --batch_size 64` itself, as a subprocess; its own --eval_every rows (classifier_fd, seed + 1)."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
+        subprocess.run([sys.executable, os.path.join(ROOT, "dcgan.py"), "--batch_size", str(BATCH), "--seed",
+                        str(seed), "--steps", str(steps), "--eval_every", str(eval_every), "--log_every",
+                        str(eval_every), "--sample_every", str(steps), "--ckpt_every", str(steps),
+                        "--out_dir", os.path.join(run_dir, "run")], check=True, env=env, stdout=subprocess.DEVNULL)
+        rows = [json.loads(line) for line in open(os.path.join(run_dir, "run", "metrics.jsonl"))]
+    seconds = {r["step"]: r["train_seconds"] for r in rows if "train_seconds" in r}
+    for row in rows:
+        if "eval/classifier_fd" in row:
+            fd = round(row["eval/classifier_fd"], 3)
+            yield dict(config="dcgan.py", seed=seed, step=row["step"], train_seconds=seconds.get(row["step"], ""),
+                       fd_own=fd, fd_resized=fd, **OURS)
+
+
+def geometry_floor(scorer):
+    """classifier_fd of 10,000 *real* test images in each geometry against each geometry's training statistics:
+    what a perfect generator would score, and what scoring padded images against resized statistics costs."""
+    lines = ["| test images | vs resized train stats | vs padded train stats |", "| --- | ---: | ---: |"]
+    for fit in ("resize", "pad"):
+        images = real_images(fit, split="test")
+        resized = scorer.resized(images)["classifier_fd"]
+        own, _, padded = scorer(images, "pad")  # "pad": score as they are against the padded statistics
+        lines.append(f"| {dict(resize='resized', pad='padded')[fit]} | {resized:.2f} | {own:.2f} |")
+    return "\n".join(lines)
+
+
+def summary(paths, column="fd_resized"):
+    """Markdown: mean +- std (n) of `column` per config and evaluated step, over the rows of the CSV files."""
+    rows = [r for path in paths for r in csv.DictReader(open(path))]
+    steps = sorted({int(r["step"]) for r in rows})
+    names = list(dict.fromkeys(r["config"] for r in rows))
+    lines = [f"| config | " + " | ".join(f"step {s}" for s in steps) + " |", "| --- |" + " ---: |" * len(steps)]
+    for name in names:
+        cells = []
+        for s in steps:
+            # the first rows had no fd_padded column: a padded run's fd_own is its fd_padded
+            v = np.array([float(r.get(column) or r["fd_own"]) for r in rows
+                          if r["config"] == name and int(r["step"]) == s
+                          and (r.get(column) or (column == "fd_padded" and r["fit"] == "pad"))])
+            cells.append("" if not len(v) else f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f} "
+                                               f"({len(v)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine():
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
+        flags = next(l.split(":", 1)[1].split() for l in lscpu.splitlines() if l.startswith("Flags"))
+    except (OSError, StopIteration):
+        model, flags = platform.processor(), []
+    return f"{model}, {os.cpu_count()} CPUs, " + " ".join(f for f in flags if f.startswith(("avx", "amx")))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", nargs="+", default=["ours", "plain"], help="ours, plain, dcgan.py, ours+X, plain+X")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per config and seed")
+    p.add_argument("--steps", type=int, default=2000, help="generator steps per run")
+    p.add_argument("--eval_every", type=int, default=500, help="score every N generator steps")
+    p.add_argument("--eval_samples", type=int, default=10_000, help="generated images per score")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = TF's choice)")
+    p.add_argument("--csv", default="runs/dcgan_ablation.csv", help="rows are appended here as they come in")
+    p.add_argument("--summary", metavar="CSV", nargs="+", help="print the mean +- std table of the CSVs and exit")
+    p.add_argument("--column", default="fd_resized", choices=("fd_resized", "fd_padded", "fd_own", "train_seconds"),
+                   help="what --summary tabulates")
+    p.add_argument("--geometry", action="store_true", help="print the real-image floor in both geometries and exit")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 6 steps, 200 samples, 512 images")
+    args = p.parse_args(argv)
+    if args.summary:
+        print(summary(args.summary, args.column))
+        return
+    for name in args.configs:
+        if name != "dcgan.py":
+            config(name)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    print(f"machine: {machine()}; TensorFlow {tf.__version__}", file=sys.stderr)
+    scorer = Scorer()
+    if args.geometry:
+        print(geometry_floor(scorer))
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+    for seed in args.seeds:
+        for name in args.configs:
+            if args.quick:
+                cfg = config(name)
+                runs = train(name, seed, 6, 3, scorer, 200, real_images(cfg["fit"])[:512])
+            elif name == "dcgan.py":
+                runs = train_dcgan_py(seed, args.steps, args.eval_every, args.threads)
+            else:
+                runs = train(name, seed, args.steps, args.eval_every, scorer, args.eval_samples)
+            for row in runs:
+                new = not os.path.exists(args.csv)
+                with open(args.csv, "a", newline="") as f:
+                    writer = csv.DictWriter(f, FIELDS)
+                    if new:
+                        writer.writeheader()
+                    writer.writerow(row)
+                print(json.dumps(row), flush=True)
+            keras.backend.clear_session()
+
+
+if __name__ == "__main__":
+    common.cli(main)

@@ -1,0 +1,92 @@
+"""benchmarks/dcgan_ablation.py (issue 16): the plain reference matches its description, each switch is one change."""
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import common  # noqa: E402
+import data  # noqa: E402
+import dcgan  # noqa: E402
+import dcgan_ablation as ab  # noqa: E402
+import ops  # noqa: E402
+
+
+def shapes(model):
+    return sorted(tuple(v.shape) for v in model.weights)
+
+
+def bn_layers(model):
+    return [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+
+
+def test_each_switch_changes_exactly_one_setting():
+    assert ab.config("ours") == ab.OURS and ab.config("plain") == ab.PLAIN
+    assert all(ab.OURS[k] != ab.PLAIN[k] for k in ab.SWITCHES)
+    for name in ab.SWITCHES:
+        for base, other in (("ours", ab.PLAIN), ("plain", ab.OURS)):
+            cfg, start = ab.config(f"{base}+{name}"), ab.config(base)
+            assert [k for k in cfg if cfg[k] != start[k]] == [name] and cfg[name] == other[name]
+    with pytest.raises(common.RunError):
+        ab.config("ours+nothing")
+
+
+def test_ours_networks_are_ops_networks_and_plain_differs_only_in_the_first_bn():
+    ours_g, ours_d = ab.plain_generator(ab.OURS), ab.plain_critic(ab.OURS)
+    assert shapes(ours_g) == shapes(ops.make_generator(32, 1, 100, 64))
+    assert shapes(ours_d) == shapes(ops.make_critic(32, 1, 64, norm="batch"))
+    assert ours_g.output_shape == (None, 32, 32, 1) and ours_d.output_shape == (None, 1)
+    plain_g, plain_d = ab.plain_generator(ab.PLAIN), ab.plain_critic(ab.PLAIN)
+    assert shapes(plain_d) == shapes(ours_d)
+    # plain's first BN normalises the 4*4*256 dense outputs one by one (the issue's Dense -> BN -> ReLU -> convT)
+    assert bn_layers(plain_g)[0].gamma.shape == (4096,) and bn_layers(ours_g)[0].gamma.shape == (256,)
+    for model, cfg in ((plain_g, ab.PLAIN), (plain_d, ab.PLAIN), (ours_g, ab.OURS), (ours_d, ab.OURS)):
+        for layer in bn_layers(model):
+            assert (layer.epsilon, layer.momentum) == (cfg["bn_eps"], cfg["bn_momentum"])
+            assert isinstance(layer, ops.BatchNormalization) == (cfg["bn_op"] == "fused")
+
+
+def test_plain_softplus_losses_equal_dcgan_losses():
+    d_real, d_fake = tf.constant([[2.0], [-1.0], [0.5]]), tf.constant([[-3.0], [0.2], [4.0]])
+    d_loss, g_loss = ab.plain_losses(d_real, d_fake)
+    np.testing.assert_allclose(d_loss, tf.reduce_mean(dcgan.critic_loss(d_real, d_fake)), rtol=1e-6)
+    np.testing.assert_allclose(g_loss, tf.reduce_mean(dcgan.generator_loss(d_fake)), rtol=1e-6)
+
+
+def test_padding_keeps_the_pixels_and_cropping_it_gives_data_py_geometry(tiny_fashion, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tiny_fashion)
+    padded, raw = ab.real_images("pad"), data.load_images("fashion_mnist", image_size=28)
+    assert padded.shape[1:] == (32, 32, 1)
+    assert (padded[:, :2] == 0).all() and (padded[:, :, -2:] == 0).all()  # uint8 0 -> -1 in training
+    np.testing.assert_array_equal(padded[:, 2:-2, 2:-2], raw)
+    np.testing.assert_array_equal(ab.to_resized(padded, "pad"), ab.real_images("resize"))
+    assert ab.to_padded(padded, "pad") is padded and ab.to_padded(padded, "resize").shape == padded.shape
+
+
+@pytest.mark.parametrize("reuse, draws", [("reuse", 1), ("redraw", 2)])
+def test_z_switch_draws_one_or_two_batches_per_step(reuse, draws):
+    cfg = dict(ab.OURS, z=reuse)
+    g, d = ab.plain_generator(cfg), ab.plain_critic(cfg)
+    rng = tf.random.Generator.from_seed(3)
+    step = ab.make_train_step(cfg, g, d, keras.optimizers.Adam(), keras.optimizers.Adam(), rng)
+    losses = step(tf.zeros([ab.BATCH, 32, 32, 1]))
+    assert all(np.isfinite(float(v)) for v in losses)
+    expected = tf.random.Generator.from_seed(3)
+    for _ in range(draws):
+        expected.normal([ab.BATCH, ab.Z_DIM])
+    np.testing.assert_array_equal(rng.state.numpy(), expected.state.numpy())
+
+
+def test_a_tiny_run_yields_scored_rows():
+    images = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 1), dtype=np.uint8)
+    seen = []
+
+    def scorer(fake, fit):
+        seen.append((fake.shape, fake.dtype, fit))
+        return 1.0, 2.0, 3.0
+    rows = list(ab.train("plain+fit", 0, steps=3, eval_every=2, scorer=scorer, eval_samples=5, images=images))
+    assert [r["step"] for r in rows] == [2, 3] and rows[0]["fit"] == "resize" and rows[0]["z"] == "reuse"
+    assert seen == [((5, 32, 32, 1), np.uint8, "resize")] * 2 and rows[-1]["fd_resized"] == 2.0
