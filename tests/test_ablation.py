@@ -66,6 +66,7 @@ def test_padding_keeps_the_pixels_and_cropping_it_gives_data_py_geometry(tiny_fa
     assert ab.to_padded(padded, "pad") is padded and ab.to_padded(padded, "resize").shape == padded.shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reuse, draws", [("reuse", 1), ("redraw", 2)])
 def test_z_switch_draws_one_or_two_batches_per_step(reuse, draws):
     cfg = dict(ab.OURS, z=reuse)
@@ -80,6 +81,7 @@ def test_z_switch_draws_one_or_two_batches_per_step(reuse, draws):
     np.testing.assert_array_equal(rng.state.numpy(), expected.state.numpy())
 
 
+@pytest.mark.slow
 def test_a_tiny_run_yields_scored_rows():
     images = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 1), dtype=np.uint8)
     seen = []

@@ -141,6 +141,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow  # two workers also train, save and resume in the default suite's stop test below
 def test_two_worker_run_on_localhost_leaves_a_checkpoint_sample_py_restores(tiny_fashion, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
