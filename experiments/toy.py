@@ -415,9 +415,9 @@ def main(argv=None):
     parser.add_argument("command", choices=list(COMMANDS) + ["all"], help="the figure to make, or all of them")
     parser.add_argument("--out_dir", default="runs/toy", help="where the PNG figures go")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: seconds per command (for the tests)")
-    parser.add_argument("--width", type=int, default=256,
-                        help="units per hidden layer of the 4-layer MLPs (gan_toy.py: 512; 256 keeps `all` within "
-                             "10 minutes on 2 shared CPU cores)")
+    parser.add_argument("--width", type=int, default=512,
+                        help="units per hidden layer of the 4-layer MLPs (gan_toy.py's 512; `all` took 6.6 minutes "
+                             "on 2 quiet CPU cores; 256 is about twice as fast)")
     parser.add_argument("--train_steps", type=int, default=TRAIN_STEPS,
                         help="train: generator steps per run (gan_toy.py: 100,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data")
