@@ -341,8 +341,8 @@ def reduce_metrics(strategy, metrics):
 class LinearDecay:
     """--lr_decay linear: lr * max(0, 1 - step / steps), a Keras 3 callable learning rate read at every update.
 
-    `step` is the run's clock, Progress.step (generator steps), bound by decay_learning_rates once it exists; not
-    optimizer.iterations, which n_critic makes 5x the generator's. The WGAN-GP authors decay both Adams by the
+    `step` is the run's clock, Progress.step (generator steps), bound when Progress is created (through
+    decay_learning_rates); not optimizer.iterations, which n_critic makes 5x the generator's. The WGAN-GP authors decay both Adams by the
     generator iteration the same way (gan_cifar_resnet.py). The step is checkpointed, so a resumed run continues
     the decay bit for bit.
     """
@@ -480,6 +480,7 @@ class Progress:
         self.train_seconds = variable(0.0, tf.float64)  # training time so far, written at each save
         self.state = {"step": self.step, "batches": self.batches, "train_seconds": self.train_seconds}
         self.optimizers = optimizers  # name -> optimizer, e.g. generator=g_opt, critic=c_opt
+        decay_learning_rates(self.step, *optimizers.values())  # --lr_decay linear follows this clock
         self._updates = variable(0, tf.int64)  # updates the optimizers have applied, at the last step's end
         self._bad_step = variable(-1, tf.int64)  # the first diverged step, or -1
         self._bad_index = variable(0, tf.int32)

@@ -108,7 +108,6 @@ def main(argv=None):
         g_opt, c_opt = make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)  # z, a stream per device; checkpointed
         progress = common.Progress(generator=g_opt, critic=c_opt)  # step and data position, kept on the device
-        common.decay_learning_rates(progress.step, g_opt, c_opt)  # --lr_decay linear: by generator steps
     ckpt = run.checkpoints(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, rng=rng, **progress.state)
     if args.resume:
         path = ckpt.restore_latest()  # None for a run stopped before its first checkpoint: it starts over

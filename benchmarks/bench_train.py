@@ -289,7 +289,6 @@ def build(variant, flags):
         g_opt, c_opt = module.make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)
         progress = common.Progress(generator=g_opt, critic=c_opt)
-        common.decay_learning_rates(progress.step, g_opt, c_opt)
     iterator = iter(common.distribute_dataset(strategy, args, start_batch=0))
     train_step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
     return args, generator, critic, iterator, train_step

@@ -128,7 +128,6 @@ def step_once(module, arch, extra=()):
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
     g_opt, c_opt = module.make_optimizers(args, generator, critic)
     progress = common.Progress(generator=g_opt, critic=c_opt)
-    common.decay_learning_rates(progress.step, g_opt, c_opt)
     before = [v.numpy() for v in generator.trainable_variables + critic.trainable_variables]
     real = tf.random.stateless_uniform([2, 4, args.image_size, args.image_size, 1], seed=[1, 2], minval=-1, maxval=1)
     step = module.make_train_step(args, tf.distribute.get_strategy(), generator, critic, g_opt, c_opt,
