@@ -508,7 +508,7 @@ class Progress:
         self._skipped.assign(tf.where(tf.equal(updates, self._updates), self._skipped + 1, 0))
         self._whole.assign(all_applied)
         self._updates.assign(updates)
-        scales = [loss_scale(o) for o in self.optimizers.values() if hasattr(o, "dynamic_scale")]
+        scales = [v for k, v in metrics.items() if k.startswith("loss_scale/")]  # fp16's, added above
         if scales:  # fp16
             lowest = tf.reduce_min(tf.stack(scales))
             stuck = tf.logical_and(tf.logical_or(lowest < 1.0, self._skipped >= self.FP16_SKIPPED_STEPS),
