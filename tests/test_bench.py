@@ -170,6 +170,7 @@ def test_profile_op_times_subtract_nested_events():
     assert profile_step.op_self_times(space) == {"While": 20, "_MklNativeConv2D": 50, "Mul": 20}
 
 
+@pytest.mark.slow  # about 9 s; profile_step's op accounting is tested above without a profile
 def test_profile_step_runs_and_prints_the_kernel_bound(tiny_fashion):
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "dcgan", "--serial", "--layers",

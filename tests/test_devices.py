@@ -24,11 +24,11 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
 import common, dcgan, ops, sample, wgan, wgan_gp
-data_dir, out, tiny = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+data_dir, out, tiny, mains, checks = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
 result = {}
 
-# Each script through main(): train with a checkpoint, resume, then sample.py on one device.
-for module in (dcgan, wgan, wgan_gp):
+# The scripts named in `mains` through main(): train with a checkpoint, resume, then sample.py on one device.
+for module in [m for m in (dcgan, wgan, wgan_gp) if m.__name__ in mains.split(",")]:
     name = module.__name__
     run_dir = os.path.join(out, name)
     base = ["--data_dir", data_dir, *tiny, "--strategy", "mirrored", "--ckpt_every", "2", "--sample_every", "2"]
@@ -41,6 +41,20 @@ for module in (dcgan, wgan, wgan_gp):
                     "ckpt": tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt")), "grid": os.path.exists(grid),
                     "steps": [r["step"] for r in rows if "critic_loss" in r],
                     "finite": bool(all(np.isfinite(v) for r in rows for v in r.values()))}
+
+if checks != "checks":
+    print(json.dumps(result))
+    sys.exit(0)
+
+# What two devices refuse: each ends in one sentence and exit status 2, and leaves no run directory.
+result["refusals"] = []
+for i, extra in enumerate(json.loads(os.environ["REFUSALS"])):
+    try:
+        common.cli(lambda: dcgan.main(["--data_dir", data_dir, *tiny, "--strategy", "mirrored",
+                                       "--out_dir", os.path.join(out, f"refused{i}")] + extra))
+    except SystemExit as e:
+        result["refusals"].append(e.code)
+result["refused_dirs"] = [d for d in os.listdir(out) if d.startswith("refused")]
 
 # The train steps keep every variable's copies equal (all-reduced updates; WGAN's clip in cross-replica context).
 for module in (dcgan, wgan, wgan_gp):
@@ -60,7 +74,7 @@ for module in (dcgan, wgan, wgan_gp):
         step(it, tf.constant(2))
     finally:
         del strategy.reduce
-    result[module.__name__]["reduces"] = len(reduces)
+    result.setdefault(module.__name__, {})["reduces"] = len(reduces)
     copies = [[x.numpy() for x in strategy.experimental_local_results(v.value)] for v in g.variables + c.variables]
     result[module.__name__]["copies"] = min(len(x) for x in copies)
     result[module.__name__]["in_sync"] = all(np.array_equal(x[0], y) for x in copies for y in x[1:])
@@ -88,16 +102,34 @@ def _env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT)
 
 
-def test_every_script_trains_resumes_and_samples_on_two_devices(tiny_fashion, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", MIRRORED, tiny_fashion, str(tmp_path), json.dumps(TINY)], cwd=ROOT,
-                          env=_env(), capture_output=True, text=True, timeout=600)
+def _mirrored(tiny_fashion, tmp_path, mains, checks, capfd=None):
+    env = dict(_env(), REFUSALS=json.dumps([extra for extra, _ in REFUSALS]))
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, tiny_fashion, str(tmp_path), json.dumps(TINY), mains,
+                           checks], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def _assert_trained_resumed_sampled(r):
+    assert r["replicas"] == 2 and r["strategy"] == "mirrored", r
+    assert r["ckpt"].endswith("ckpt-3") and r["grid"] and r["finite"], r
+    assert r["steps"] == [1, 2, 3], r  # trained 2 steps, resumed for the third, history written once
+
+
+REFUSALS = [(["--batch_size", "15"], "does not split evenly over the 2 devices"),
+            (["--xla"], "--xla compiles one device's train step")]
+
+
+def test_two_devices_refuse_and_keep_every_copy_in_sync(tiny_fashion, tmp_path):
+    # One TensorFlow start-up on two logical devices: both refusals, and one traced train step of every script (the
+    # scripts' main() end to end on two devices is the slow test below).
+    out, stderr = _mirrored(tiny_fashion, tmp_path, "", "checks")
+    messages = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert out["refusals"] == [2, 2] and len(messages) == 2 and not out["refused_dirs"], stderr[-2000:]
+    for (_, words), message in zip(REFUSALS, messages):
+        assert words in message, message
     for variant in ("dcgan", "wgan", "wgan_gp"):
         r = out[variant]
-        assert r["replicas"] == 2 and r["strategy"] == "mirrored", r
-        assert r["ckpt"].endswith("ckpt-3") and r["grid"] and r["finite"], r
-        assert r["steps"] == [1, 2, 3], r  # trained 2 steps, resumed for the third, history written once
         assert r["copies"] == 2 and r["in_sync"], r
         # The logged values cross the devices once per generator step, not once per value and critic update.
         assert r["reduces"] == 1, r
@@ -106,29 +138,11 @@ def test_every_script_trains_resumes_and_samples_on_two_devices(tiny_fashion, tm
     assert out["global_batches_equal"] == [True] * 8 and out["slice_shapes"] == [[8, 28, 28, 1]] * 2
 
 
-REFUSALS = [(["--batch_size", "15"], "does not split evenly over the 2 devices"),
-            (["--xla"], "--xla compiles one device's train step")]
-
-
-def test_two_devices_refuse_what_they_cannot_run(tiny_fashion, tmp_path):
-    # Both refusals in one process on two logical devices (one TensorFlow start-up): each ends in one sentence and
-    # exit status 2, and leaves no run directory.
-    code = ("import json, sys, tensorflow as tf, common, dcgan\n"
-            "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-            "for i, extra in enumerate(json.loads(sys.argv[1])):\n"
-            "    try:\n"
-            "        common.cli(lambda: dcgan.main(sys.argv[2:-1] + ['--out_dir', f'{sys.argv[-1]}/run{i}'] + extra))\n"
-            "    except SystemExit as e:\n"
-            "        print(f'exit {e.code}', file=sys.stderr)\n")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps([extra for extra, _ in REFUSALS]), "--data_dir",
-                           tiny_fashion, *TINY, "--strategy", "mirrored", str(tmp_path)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=300)
-    lines = [line for line in proc.stderr.splitlines() if line.startswith(("error: ", "exit "))]
-    assert proc.returncode == 0 and len(lines) == 4, proc.stderr[-2000:]
-    for (_, words), (message, status) in zip(REFUSALS, zip(lines[::2], lines[1::2])):
-        assert words in message and status == "exit 2", (message, status)
-    assert not list(tmp_path.iterdir())
+@pytest.mark.slow  # about 40 s
+def test_every_script_trains_resumes_and_samples_on_two_devices(tiny_fashion, tmp_path):
+    out, _ = _mirrored(tiny_fashion, tmp_path, "dcgan,wgan,wgan_gp", "")
+    for variant in ("dcgan", "wgan", "wgan_gp"):
+        _assert_trained_resumed_sampled(out[variant])
 
 
 def _free_ports(n):
@@ -349,10 +363,42 @@ def test_fp16_overflow_on_one_worker_skips_on_both_without_a_hang(tmp_path):
 STOPPED = re.compile(r"^(?:finished|stopped) at step (\d+);", re.M)
 
 
+def _sigterm_worker_1_after(procs, step):
+    """Sends SIGTERM to worker 1 alone (a preempted machine) once it logs a step past `step`; the results."""
+    seen = []
+    try:
+        for line in procs[1].stdout:  # worker 1 logs every step (--log_every 1) as "step N/100000 ..."
+            seen.append(line)
+            if line.startswith("step ") and int(line.split()[1].split("/")[0]) > step:
+                procs[1].send_signal(signal.SIGTERM)
+                break
+    finally:
+        results = _finish(procs)  # kills both if they do not end in time
+    results[1] = (results[1][0], "".join(seen) + results[1][1], results[1][2])
+    return results
+
+
+def _two_worker_dcgan(tiny_fashion):
+    return [os.path.join(ROOT, "dcgan.py"), "--strategy", "multi_worker", "--data_dir", tiny_fashion, *TINY,
+            "--steps", "100000", "--ckpt_every", "100000", "--sample_every", "100000"]
+
+
+def test_two_workers_stop_together_on_sigterm_to_one(tiny_fashion, tmp_path):
+    # SIGTERM to worker 1 only: both stop after the same step with status 0, and the chief's checkpoint holds it.
+    run_dir = tmp_path / "run"
+    procs, _ = _launch_workers(_two_worker_dcgan(tiny_fashion) + ["--out_dir", str(run_dir)], tmp_path)
+    steps = []
+    for status, out, err in _sigterm_worker_1_after(procs, 2):
+        assert status == 0, err[-3000:]
+        steps.append(int(STOPPED.search(out).group(1)))
+    assert steps[0] == steps[1] > 2, steps
+    assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith(f"ckpt-{steps[0]}")
+
+
+@pytest.mark.slow  # about 18 s; the SIGTERM case alone is the test above
 def test_two_workers_stop_together_on_the_time_budget_and_on_sigterm_to_one(tiny_fashion, tmp_path):
     run_dir = tmp_path / "run"
-    base = [os.path.join(ROOT, "dcgan.py"), "--strategy", "multi_worker", "--data_dir", tiny_fashion, *TINY,
-            "--steps", "100000", "--ckpt_every", "100000", "--sample_every", "100000"]
+    base = _two_worker_dcgan(tiny_fashion)
     # (1) --minutes: the chief's training clock runs out; both workers stop after the same step, the chief saves it.
     procs, _ = _launch_workers(base + ["--minutes", "0.05", "--out_dir", str(run_dir)], tmp_path)
     results = _finish(procs)
@@ -367,18 +413,8 @@ def test_two_workers_stop_together_on_the_time_budget_and_on_sigterm_to_one(tiny
     # (2) --resume continues it; SIGTERM to worker 1 alone (a preempted machine) once it has trained past `first`:
     # both stop after the same later step with status 0, and the chief's checkpoint holds that step.
     procs, _ = _launch_workers([base[0], "--resume", str(run_dir), "--minutes", "0"], tmp_path)
-    seen = []
-    try:
-        for line in procs[1].stdout:  # worker 1 logs every step (--log_every 1) as "step N/100000 ..."
-            seen.append(line)
-            if line.startswith("step ") and int(line.split()[1].split("/")[0]) > first + 2:
-                procs[1].send_signal(signal.SIGTERM)
-                break
-    finally:
-        results = _finish(procs)  # kills both if they do not end in time
-    results[1] = (results[1][0], "".join(seen) + results[1][1], results[1][2])
     steps = []
-    for status, out, err in results:
+    for status, out, err in _sigterm_worker_1_after(procs, first + 2):
         assert status == 0, err[-3000:]
         assert f"resumed from {run_dir}/ckpt/ckpt-{first} at step {first}" in out, out[-2000:]
         steps.append(int(STOPPED.search(out).group(1)))

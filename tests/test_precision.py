@@ -112,7 +112,8 @@ def test_bfloat16_leaky_relu_has_keras_first_and_second_derivatives():
         np.testing.assert_allclose(a, b, rtol=2e-2, atol=1e-2 * np.abs(b).max())
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", [pytest.param("bf16", marks=pytest.mark.slow),  # fp16 has the loss scale
+                                       "fp16"])
 def test_mixed_precision_run_resumes_and_samples(precision, tiny_fashion, tmp_path):
     run_dir = str(tmp_path / "run")
     base = ["--data_dir", tiny_fashion, *TINY, "--n_critic", "2", "--precision", precision, "--ckpt_every", "2"]

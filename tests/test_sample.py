@@ -322,7 +322,8 @@ def test_cli_grid_is_the_same_picture_as_in_process(run, tmp_path):
     assert (tmp_path / "cli.png").read_bytes() == (tmp_path / "here.png").read_bytes()
 
 
-@pytest.mark.parametrize("case", ["truncated data", "grid under a file"])
+@pytest.mark.parametrize("case", ["truncated data",  # every case in-process above; one through the CLI is enough
+                                  pytest.param("grid under a file", marks=pytest.mark.slow)])
 def test_cli_refusal_exit_status_and_one_line(run, tmp_path, case):
     (tmp_path / "file").write_text("a regular file")
     argv, says = REFUSALS[case]
