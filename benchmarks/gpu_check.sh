@@ -66,6 +66,9 @@ if [[ $CPU == 1 ]]; then
     BATCHES=(64)
     FOLDER_IMAGES=5000 FOLDER_ROWS=3  # the folder run counts as this many rows when the share is split
     SMOKE_FLAGS="'--image_size', '16', '--batch_size', '8', '--width', '8', '--z_dim', '8'"
+    # The authors' ResNet (width 128, batch 64) takes about a minute per step here: --cpu times a narrow one, to
+    # check that the row runs.
+    RESNET_FLAGS=(--width 32 --batch_size 16 --steps 1 --warmup 1)
     RUN_FLAGS=(--sample_every 100 --log_every 20)
 else
     TF_PACKAGE="tensorflow[and-cuda]"
@@ -75,6 +78,7 @@ else
     BATCHES=(64 256)
     FOLDER_IMAGES=20000 FOLDER_ROWS=8
     SMOKE_FLAGS="'--image_size', '64', '--batch_size', '64'"
+    RESNET_FLAGS=(--width 128 --batch_size 64)  # the authors' CIFAR-10 settings
     RUN_FLAGS=(--sample_every 500 --log_every 100)
 fi
 FOLDER_FLAGS=(--folder_images "$FOLDER_IMAGES" --image_size 64 --batch_size 64 --variants dcgan --precisions fp32
@@ -227,7 +231,7 @@ plan $((BENCH_S * RESNET_ROWS / ROWS))
 row_seconds=$(( LIMIT / (3 * RESNET_ROWS) > 1 ? LIMIT / (3 * RESNET_ROWS) : 1 ))
 step "benchmark, WGAN-GP ResNet, fp32 and bf16" "$OUT/bench_resnet.log" "$LIMIT" bash -c "'$PY' \
     benchmarks/bench_train.py ${BENCH_FLAGS[*]} --variants wgan_gp --precisions fp32 bf16 --xla off --arch resnet \
-    --image_size 32 --channels 3 --width 128 --z_dim 128 --norm none --row_seconds $row_seconds \
+    --image_size 32 --channels 3 --z_dim 128 --norm none ${RESNET_FLAGS[*]} --row_seconds $row_seconds \
     > '$OUT/bench_resnet.md' && cat '$OUT/bench_resnet.md'"
 plan $((BENCH_S * FOLDER_ROWS / ROWS))
 step "folder pipeline: $FOLDER_IMAGES generated RGB JPEGs at 64x64" "$OUT/bench_folder.log" "$LIMIT" \
