@@ -114,7 +114,10 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
              "normalisation in G or D; tanh = tanh nonlinearities in G and D; resnet = WGAN-GP's CIFAR-10 ResNet "
              "(32x32 only; its critic's blocks take --norm, the authors' is none). The critic is DCGAN's for "
              "dcgan, nobn_g and mlp_g")
-    add("--seed", type=int, default=0, help="seeds weights, noise, and data order")
+    add("--dequantize", action="store_true",
+        help="spread each 8-bit pixel value uniformly over its quantisation bin, (v + U(0, 1)) / 128 - 1, as the "
+             "WGAN-GP authors' CIFAR-10 code does; default v / 127.5 - 1")
+    add("--seed", type=int, default=0, help="seeds weights, noise, data order (and --dequantize's noise)")
     add("--deterministic", action="store_true",
         help="enable TF op determinism so that runs repeat bit for bit (slower on GPUs)")
     add("--strategy", default="auto", choices=STRATEGIES,
@@ -154,6 +157,8 @@ def parse_args(parser, variant, argv=None):
         saved = read_config(args.resume)
         saved.setdefault("arch", "dcgan")  # a run from before --arch existed
         saved.setdefault("lr_decay", "none")
+        saved.setdefault("dequantize", False)  # runs from before these flags
+        saved.setdefault("gen_batch_multiple", 1)
         if saved.get("variant") != variant:
             raise RunError(f"{args.resume} is a {saved.get('variant')} run; resume it with "
                            f"{saved.get('variant')}.py, not {variant}.py.")
@@ -176,7 +181,7 @@ def parse_args(parser, variant, argv=None):
 # Checked for every script that has the flag: (flags, test, what the value must be).
 _FLAG_RULES = [
     (("steps", "batch_size", "ckpt_every", "sample_every", "log_every", "keep_ckpts", "width", "z_dim",
-      "n_critic", "eval_samples"), lambda v: v >= 1, "at least 1"),
+      "n_critic", "eval_samples", "gen_batch_multiple"), lambda v: v >= 1, "at least 1"),
     (("eval_every", "minutes"), lambda v: v >= 0, "0 (off) or positive"),
     (("lr", "clip"), lambda v: v > 0, "positive"),
     (("gp_weight",), lambda v: v >= 0, "0 or positive"),
@@ -385,7 +390,7 @@ def distribute_dataset(strategy, args, start_batch):
         first = context.input_pipeline_id * local
         return data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size,
                                  seed=args.seed, start_batch=start_batch, parts=context.num_replicas_in_sync,
-                                 take=range(first, first + local))
+                                 take=range(first, first + local), dequantize=getattr(args, "dequantize", False))
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 

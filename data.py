@@ -109,8 +109,12 @@ def load_images(name, data_dir=None, image_size=32, channels=1, split="train", l
 
 
 def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, seed=0, start_batch=0,
-                 parts=1, take=None):
+                 parts=1, take=None, dequantize=False):
     """Infinite dataset of float32 [batch_size // parts, image_size, image_size, channels] slices in [-1, 1].
+
+    Pixel value v (0..255) becomes v / 127.5 - 1; with dequantize, (v + u) / 128 - 1 with u ~ U(0, 1), spread over
+    its quantisation bin as in the WGAN-GP authors' CIFAR-10 code (`2 * (x / 256 - .5) + U(0, 1/128)`); u is a
+    pure function of (seed, batch, pixel), drawn per global batch so that replicas and resumes see the same values.
 
     Batch b is a pure function of (seed, b); start_batch=k resumes at (global) batch k (see the module docstring).
     Each batch is cut into `parts` consecutive slices, and the slices whose index is in `take` (default: all) are
@@ -159,8 +163,24 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
                   .map(lambda i: _read_cached(source[i], image_size, channels),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                   .batch(slice_size, drop_remainder=True))
-    return (images.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not dequantize:
+        return (images.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0,
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .prefetch(tf.data.AUTOTUNE))
+    # Element k (after the skip) is slice slices[k % L] of global batch start_batch + k // L.
+    where = tf.data.Dataset.counter().map(
+        lambda k: (start_batch + k // len(slices), tf.gather(tf.constant(slices, tf.int64), k % len(slices))))
+    shape = [batch_size, image_size, image_size, channels]
+
+    def dequantized(x, where):
+        batch, part = where
+        # The whole global batch's noise, then this slice of it: the same values for any number of replicas. The
+        # key's second half is negative, so it never meets an epoch's permutation key [seed, e >= 0].
+        u = tf.random.stateless_uniform(shape, seed=tf.stack([tf.constant(seed, tf.int64), -1 - batch]))
+        return (tf.cast(x, tf.float32) + u[part * slice_size:(part + 1) * slice_size]) / 128.0 - 1.0
+
+    return (tf.data.Dataset.zip((images, where))
+            .map(dequantized, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
 
 

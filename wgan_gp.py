@@ -33,6 +33,9 @@ def parse_args(argv=None):
     parser.add_argument("--beta2", type=float, default=0.9, help="Adam beta_2")
     parser.add_argument("--n_critic", type=int, default=5, help="critic updates per generator update")
     parser.add_argument("--gp_weight", type=float, default=10.0, help="gradient penalty coefficient lambda")
+    parser.add_argument("--gen_batch_multiple", type=int, default=1,
+                        help="the generator update draws this many times --batch_size samples (the authors' "
+                             "CIFAR-10 ResNet code: GEN_BS_MULTIPLE = 2; Algorithm 1 and their other scripts: 1)")
     return common.parse_args(parser, VARIANT, argv)
 
 
@@ -100,7 +103,8 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
 
     def generator_update():
         with tf.GradientTape() as tape:
-            fake = generator(rng.normal([batch, args.z_dim]), training=True)
+            # compute_average_loss divides by this batch's global size, --gen_batch_multiple x --batch_size
+            fake = generator(rng.normal([batch * args.gen_batch_multiple, args.z_dim]), training=True)
             loss = mean(generator_loss(critic(fake, training=True)))
             scaled = g_opt.scale_loss(loss)
         g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))

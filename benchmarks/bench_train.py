@@ -155,8 +155,9 @@ def network_flops(model, batch):
     return sum(f for _, f in counted), first, counted[-1][1]
 
 
-def step_flops(variant, generator, critic, batch, n_critic):
-    """FLOPs of one generator step: n_critic critic updates and one generator update, each on `batch` images.
+def step_flops(variant, generator, critic, batch, n_critic, gen_batch_multiple=1):
+    """FLOPs of one generator step: n_critic critic updates on `batch` images and one generator update on
+    gen_batch_multiple * batch (WGAN-GP's --gen_batch_multiple).
 
     A layer's backward pass is its input gradient plus its weight gradient, each as costly as its forward pass,
     so a network's backward is 2F - F1 (F its forward, F1 its first layer's) when nothing needs the gradient
@@ -181,7 +182,7 @@ def step_flops(variant, generator, critic, batch, n_critic):
     # Generator update: G forward, D forward on the fakes, D's input gradients through every layer (no weight
     # gradients: D is not updated), G backward (2g - g1: z needs no gradient).
     generator_update = g + d + d + 2 * g - g1
-    return n_critic * critic_update + generator_update
+    return n_critic * critic_update + gen_batch_multiple * generator_update  # FLOPs are linear in the batch
 
 
 # -------------------------------------------------------------------------------------------------- ceiling
@@ -382,7 +383,8 @@ def bench(variant, flags, steps, warmup, budget, pipeline_seconds):
         rows.append(dict(variant=variant, precision=args.precision, xla=args.xla, batch=args.batch_size,
                          n_critic=label, steps=n_steps, steps_per_s=rate, critic_per_s=rate * n_critic,
                          images_per_s=rate * n_critic * args.batch_size,
-                         gflop_per_step=step_flops(variant, generator, critic, args.batch_size, n_critic) / 1e9,
+                         gflop_per_step=step_flops(variant, generator, critic, args.batch_size, n_critic,
+                                                  getattr(args, "gen_batch_multiple", 1)) / 1e9,
                          ceiling=ceiling_key(args, critic)))
         print(f"  {variant} {args.precision} xla={args.xla} n_critic {label}: {rate:.3g} generator steps/s "
               f"({n_steps} steps in {seconds:.1f} s)", file=sys.stderr, flush=True)

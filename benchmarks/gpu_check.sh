@@ -78,7 +78,7 @@ else
     BATCHES=(64 256)
     FOLDER_IMAGES=20000 FOLDER_ROWS=8
     SMOKE_FLAGS="'--image_size', '64', '--batch_size', '64'"
-    RESNET_FLAGS=(--width 128 --batch_size 64)  # the authors' CIFAR-10 settings
+    RESNET_FLAGS=(--width 128 --batch_size 64 --gen_batch_multiple 2)  # the authors' CIFAR-10 settings
     RUN_FLAGS=(--sample_every 500 --log_every 100)
 fi
 FOLDER_FLAGS=(--folder_images "$FOLDER_IMAGES" --image_size 64 --batch_size 64 --variants dcgan --precisions fp32

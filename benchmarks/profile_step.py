@@ -139,7 +139,8 @@ def main(argv=None):
     args, generator, critic, iterator, train_step = bench_train.build(known.variant, ["--strategy", "one", *flags])
     n_critic = bench_train.critic_schedule(known.variant, args)[0][1]
     times, wall = profile(train_step, iterator, n_critic, known.steps, known.warmup)
-    flops = bench_train.step_flops(known.variant, generator, critic, args.batch_size, n_critic)
+    flops = bench_train.step_flops(known.variant, generator, critic, args.batch_size, n_critic,
+                                   getattr(args, "gen_batch_multiple", 1))
     total = sum(times.values())
     kernels = sum(t for op, t in times.items() if any(k in op for k in KERNELS))
 

@@ -217,3 +217,16 @@ def test_a_config_without_arch_is_a_dcgan_run(tiny_fashion, tmp_path, capsys):
     assert generator.output_shape == (None, 28, 28, 1)
     code, _, err = cli_in_process(dcgan.main, ["--resume", run_dir, "--arch", "mlp_g"], capsys)
     assert code == 2 and "--arch mlp_g conflicts with the saved run's dcgan" in err
+
+
+@pytest.mark.parametrize("multiple", [1, 2])
+def test_wgan_gp_generator_update_draws_gen_batch_multiple_times_the_batch(monkeypatch, multiple):
+    # The authors' CIFAR-10 ResNet code updates the generator on GEN_BS_MULTIPLE = 2 times the critic's batch.
+    seen = {"critic": set(), "generator": []}
+    critic_loss, generator_loss = wgan_gp.critic_loss, wgan_gp.generator_loss
+    monkeypatch.setattr(wgan_gp, "critic_loss", lambda r, f: seen["critic"].add(f.shape[0]) or critic_loss(r, f))
+    monkeypatch.setattr(wgan_gp, "generator_loss", lambda f: seen["generator"].append(f.shape[0]) or generator_loss(f))
+    metrics, before, after, _ = step_once(wgan_gp, "dcgan", ["--gen_batch_multiple", str(multiple)])
+    assert seen == {"critic": {4}, "generator": [4 * multiple]}  # batch 4, two critic updates, one generator update
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert not all(np.array_equal(b, a) for b, a in zip(before, after))

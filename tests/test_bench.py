@@ -206,3 +206,6 @@ def test_resnet_flops_count_every_conv_shortcut_pool_and_sum_by_hand():
     assert bench_train.network_flops(generator, 1) == (g, 2 * 128 * 16 * w, conv(32, 3, w, c))
     assert bench_train.network_flops(critic, 1) == (d, first_d, 2 * w)
     assert bench_train.network_flops(critic, 4)[0] == 4 * d
+    # --gen_batch_multiple 2 (the recipe's): the generator update, alone what n_critic 0 counts, is counted twice.
+    step = [bench_train.step_flops("wgan_gp", generator, critic, 64, n, m) for n, m in ((5, 1), (5, 2), (0, 1))]
+    assert step[1] == step[0] + step[2] and step[2] > 0

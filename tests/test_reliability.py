@@ -175,6 +175,7 @@ def test_best_score_survives_a_crash_after_the_best_checkpoint(tmp_path):
     ("wgan", ["--clip", "0"], "--clip must be positive"),
     ("wgan", ["--clip", "-0.01"], "--clip must be positive"),
     ("wgan_gp", ["--gp_weight", "-1"], "--gp_weight must be 0 or positive"),
+    ("wgan_gp", ["--gen_batch_multiple", "0"], "--gen_batch_multiple must be at least 1"),
     ("dcgan", ["--eval_every", "10", "--eval_samples", "1"], "--eval_samples 1 is too few"),
     ("dcgan", ["--image_size", "36"], "--image_size 36 does not fit"),
     ("dcgan", ["--image_size", "100"], "--image_size 100 does not fit"),

@@ -191,6 +191,7 @@ def test_defaults_are_the_papers():
     assert (d.lr, d.beta1, d.batch_size, d.norm, d.z_dim) == (2e-4, 0.5, 128, "batch", 100)
     assert (w.lr, w.clip, w.n_critic, w.batch_size, w.critic_warmup) == (5e-5, 0.01, 5, 64, True)
     assert (gp.lr, gp.beta1, gp.beta2, gp.n_critic, gp.gp_weight, gp.batch_size) == (1e-4, 0.0, 0.9, 5, 10.0, 64)
+    assert gp.gen_batch_multiple == 1 and not any(a.dequantize for a in (d, w, gp))  # the CIFAR ResNet recipe's only
 
 
 # ------------------------------------------------------------------------------------------------ the step
