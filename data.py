@@ -163,24 +163,25 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
                   .map(lambda i: _read_cached(source[i], image_size, channels),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                   .batch(slice_size, drop_remainder=True))
-    if not dequantize:
-        return (images.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0,
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .prefetch(tf.data.AUTOTUNE))
-    # Element k (after the skip) is slice slices[k % L] of global batch start_batch + k // L.
-    where = tf.data.Dataset.counter().map(
-        lambda k: (start_batch + k // len(slices), tf.gather(tf.constant(slices, tf.int64), k % len(slices))))
-    shape = [batch_size, image_size, image_size, channels]
 
-    def dequantized(x, where):
-        batch, part = where
-        # The whole global batch's noise, then this slice of it: the same values for any number of replicas. The
-        # key's second half is negative, so it never meets an epoch's permutation key [seed, e >= 0].
-        u = tf.random.stateless_uniform(shape, seed=tf.stack([tf.constant(seed, tf.int64), -1 - batch]))
-        return (tf.cast(x, tf.float32) + u[part * slice_size:(part + 1) * slice_size]) / 128.0 - 1.0
+    if dequantize:
+        # Element k (after the skip) is slice slices[k % L] of global batch start_batch + k // L.
+        where = tf.data.Dataset.counter().map(
+            lambda k: (start_batch + k // len(slices), tf.gather(tf.constant(slices, tf.int64), k % len(slices))))
+        shape = [batch_size, image_size, image_size, channels]
 
-    return (tf.data.Dataset.zip((images, where))
-            .map(dequantized, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        def dequantized(x, where):
+            batch, part = where
+            # The whole global batch's noise, then this slice of it: the same values for any number of replicas.
+            # The key's second half is negative, so it never meets an epoch's permutation key [seed, e >= 0].
+            u = tf.random.stateless_uniform(shape, seed=tf.stack([tf.constant(seed, tf.int64), -1 - batch]))
+            return (tf.cast(x, tf.float32) + u[part * slice_size:(part + 1) * slice_size]) / 128.0 - 1.0
+
+        images, to_float = tf.data.Dataset.zip((images, where)), dequantized
+    else:
+        def to_float(x):
+            return tf.cast(x, tf.float32) / 127.5 - 1.0
+    return (images.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
 
 
