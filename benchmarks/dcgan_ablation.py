@@ -4,6 +4,10 @@
     python benchmarks/dcgan_ablation.py --configs ours+bn_eps ours+fit --seeds 0 --steps 2000 --csv docs/dcgan_gap.csv
     python benchmarks/dcgan_ablation.py --configs dcgan.py --seeds 0 --steps 2000 --csv docs/dcgan_gap.csv
     python benchmarks/dcgan_ablation.py --summary docs/dcgan_gap.csv          # the mean +- std table
+    python benchmarks/dcgan_ablation.py --configs dcgan.py plain --seeds 0 1 2 --minutes 5 --steps 100000 \
+        --eval_every 0 --csv docs/dcgan_gap_5min.csv                         # equal time: 5 training minutes each
+    python benchmarks/dcgan_ablation.py --configs wgan_gp.py plain_wgan_gp --steps 500 --eval_every 250 \
+        --csv docs/wgan_gp_gap.csv                                           # issue 16, item 3: the WGAN-GP pair
     python benchmarks/dcgan_ablation.py --quick                               # a smoke test (seconds)
 
 Configs. "plain" is the reference implementation of issue 16 (below, PLAIN REFERENCE: Keras defaults, a new user's
@@ -11,6 +15,16 @@ first DCGAN); "ours" is the same code with each switch set to dcgan.py's value; 
 to plain's value (one difference at a time), "plain+X" plain with X set to ours'. "dcgan.py" runs the real script
 (`dcgan.py --batch_size 64`) as a subprocess, to check that "ours" reproduces it. Every config is batch 64, z 100-d
 N(0, I), Adam(2e-4, 0.5, 0.999), the losses of dcgan.py (imported), on Fashion-MNIST.
+
+WGAN-GP (item 3 of the issue): "plain_wgan_gp" is the same plain set-up trained as the issue's plain WGAN-GP (PLAIN
+WGAN-GP REFERENCE below: Keras LayerNormalization(axis=[1, 2, 3]) in the critic, Adam(1e-4, 0, 0.9) with Keras'
+epsilon, lambda 10, n_critic 5, a fresh real batch, z and epsilon per critic update), "wgan_gp.py" the real script
+(`wgan_gp.py --batch_size 64`).
+
+Budgets. --steps N trains N generator steps. --minutes M instead stops a run after M minutes of *training* time
+(the step clock; evaluation and start-up excluded; the scripts' own --minutes counts the same way) and scores it
+there: equal time rather than equal steps, so the faster program gets more steps. Run the two programs of a pair
+side by side (--threads 1 each) or one after another on an idle machine, never beside other work.
 
 Scoring. classifier_fd of this project (metrics.py's offline classifier, 10,000 samples drawn in inference mode,
 noise seed = run seed + 1, as dcgan.py's --eval_every) every --eval_every steps. The classifier and its reference
@@ -59,17 +73,22 @@ SWITCHES = {
     "z": ("redraw", "reuse"),          # a fresh z for the G update, or the D update's z again
 }
 OURS = {k: v[0] for k, v in SWITCHES.items()}
+SCRIPTS = ("dcgan.py", "wgan_gp.py")  # configs that run the project's script itself
+PLAIN_WGAN_GP = "plain_wgan_gp"
+N_CRITIC, GP_WEIGHT = 5, 10.0
 PLAIN = {k: v[1] for k, v in SWITCHES.items()}
 BATCH, Z_DIM, SIZE = 64, 100, 32
-FIELDS = ("config", "seed", "step", "train_seconds", "fd_own", "fd_resized", "fd_padded", *SWITCHES)
+FIELDS = ("config", "seed", "step", "train_seconds", "fd_own", "fd_resized", "fd_padded", *SWITCHES, "budget")
 
 
 def config(name):
-    """'plain', 'ours', 'ours+X[+Y]' or 'plain+X' -> {switch: value}."""
+    """'plain', 'ours', 'ours+X[+Y]', 'plain+X' or 'plain_wgan_gp' -> {switch: value}."""
+    if name == PLAIN_WGAN_GP:  # the plain set-up; its critic and optimizers are WGAN-GP's (train below)
+        return dict(PLAIN)
     base, *flips = name.split("+")
     if base not in ("ours", "plain") or any(f not in SWITCHES for f in flips):
-        raise common.RunError(f"unknown config {name!r}: use ours, plain, dcgan.py, ours+X or plain+X with X in "
-                              f"{', '.join(SWITCHES)}.")
+        raise common.RunError(f"unknown config {name!r}: use ours, plain, ours+X or plain+X with X in "
+                              f"{', '.join(SWITCHES)}, {PLAIN_WGAN_GP}, or a script ({', '.join(SCRIPTS)}).")
     cfg = dict(OURS if base == "ours" else PLAIN)
     for f in flips:
         cfg[f] = SWITCHES[f][1] if base == "ours" else SWITCHES[f][0]
@@ -98,13 +117,15 @@ def plain_generator(cfg):
     return keras.Model(z, keras.layers.Activation("tanh")(x), name="plain_generator")
 
 
-def plain_critic(cfg):
-    """[B, 32, 32, 1] -> [B, 1] logits: conv 64 (bias), LReLU -> conv 128, 256 (BN, LReLU) -> Flatten -> Dense 1."""
+def plain_critic(cfg, layer_norm=False):
+    """[B, 32, 32, 1] -> [B, 1] logits: conv 64 (bias), LReLU -> conv 128, 256 (BN, LReLU) -> Flatten -> Dense 1.
+    layer_norm: Keras' LayerNormalization(axis=[1, 2, 3]) (a scale and offset per element) in place of BN."""
     init, x_in = ops.conv_init(), keras.Input((SIZE, SIZE, 1))
     x = keras.layers.LeakyReLU(0.2)(keras.layers.Conv2D(64, 4, 2, padding="same", kernel_initializer=init)(x_in))
     for filters in (128, 256):
         x = keras.layers.Conv2D(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=init)(x)
-        x = keras.layers.LeakyReLU(0.2)(batch_norm(cfg)(x))
+        norm = keras.layers.LayerNormalization(axis=[1, 2, 3]) if layer_norm else batch_norm(cfg)
+        x = keras.layers.LeakyReLU(0.2)(norm(x))
     x = keras.layers.Dense(1, kernel_initializer=init)(keras.layers.Flatten()(x))
     return keras.Model(x_in, x, name="plain_critic")
 
@@ -156,6 +177,36 @@ def make_train_step(cfg, generator, critic, g_opt, c_opt, rng):
     return train_step
 
 
+# ------------------------------------------------------------------ PLAIN WGAN-GP REFERENCE (issue 16, item 3)
+def make_wgan_gp_step(generator, critic, g_opt, c_opt, rng):
+    """Algorithm 1 as a new user writes it: n_critic updates, each on a fresh real batch with its own z and
+    epsilon, loss D(fake) - D(real) + lambda (||grad D(x_hat)|| - 1)^2, then one generator update, -D(G(z))."""
+    def critic_update(real):
+        fake = generator(rng.normal([BATCH, Z_DIM]), training=True)
+        eps = rng.uniform([BATCH, 1, 1, 1])
+        with tf.GradientTape() as tape:
+            d_real, d_fake = critic(real, training=True), critic(fake, training=True)
+            x_hat = eps * real + (1.0 - eps) * fake
+            with tf.GradientTape() as inner:
+                inner.watch(x_hat)
+                d_hat = critic(x_hat, training=True)
+            norm = tf.norm(tf.reshape(inner.gradient(d_hat, x_hat), [BATCH, -1]), axis=1)
+            loss = tf.reduce_mean(d_fake) - tf.reduce_mean(d_real) + GP_WEIGHT * tf.reduce_mean(tf.square(norm - 1.0))
+        c_opt.apply_gradients(zip(tape.gradient(loss, critic.trainable_variables), critic.trainable_variables))
+        return loss
+
+    @tf.function
+    def train_step(iterator):
+        for _ in range(N_CRITIC):
+            d_loss = critic_update(next(iterator))
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(critic(generator(rng.normal([BATCH, Z_DIM]), training=True), training=True))
+        g_opt.apply_gradients(zip(tape.gradient(g_loss, generator.trainable_variables),
+                                  generator.trainable_variables))
+        return d_loss, g_loss
+    return train_step
+
+
 class Scorer:
     """classifier_fd in the run's own geometry, in the project's (resized) one and in the padded one."""
 
@@ -174,47 +225,74 @@ class Scorer:
         return (resized if fit == "resize" else padded), resized, padded
 
 
-def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=None):
-    """Yields one row per evaluation of config `name` trained with `seed`."""
+def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=None, minutes=0):
+    """Yields one row per evaluation of config `name` trained with `seed`: every `eval_every` steps (0: none) and at
+    the end, after `steps` generator steps or, with `minutes`, once that much training time has passed."""
     cfg = config(name)
     keras.utils.set_random_seed(seed)
-    generator, critic = plain_generator(cfg), plain_critic(cfg)
-    adam = lambda: keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999, epsilon=cfg["adam_eps"])  # noqa: E731
+    wgan_gp = name == PLAIN_WGAN_GP
+    generator, critic = plain_generator(cfg), plain_critic(cfg, layer_norm=wgan_gp)
+    if wgan_gp:
+        adam = lambda: keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9)  # noqa: E731  (Keras' epsilon)
+    else:
+        adam = lambda: keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999, epsilon=cfg["adam_eps"])  # noqa: E731
     g_opt, c_opt = adam(), adam()
     rng = tf.random.Generator.from_seed(seed)
     x = real_images(cfg["fit"]) if images is None else images
     dataset = (tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
                .batch(BATCH, drop_remainder=True).repeat().map(lambda b: tf.cast(b, tf.float32) / 127.5 - 1.0)
                .prefetch(2))
-    step_fn, seconds = make_train_step(cfg, generator, critic, g_opt, c_opt, rng), 0.0
-    for step, real in enumerate(dataset.take(steps), 1):
+    if wgan_gp:
+        step_fn, batches = make_wgan_gp_step(generator, critic, g_opt, c_opt, rng), iter(dataset)
+        run_step = lambda: step_fn(batches)  # noqa: E731
+    else:
+        step_fn, batches = make_train_step(cfg, generator, critic, g_opt, c_opt, rng), iter(dataset)
+        run_step = lambda: step_fn(next(batches))  # noqa: E731
+    seconds, budget = 0.0, minutes * 60 or float("inf")
+    for step in range(1, steps + 1):
         start = time.perf_counter()
-        step_fn(real)[0].numpy()
+        run_step()[0].numpy()
         seconds += time.perf_counter() - start
         if step % 100 == 0:
             print(f"{name} seed {seed}: step {step}, {seconds:.0f} s of training", file=sys.stderr, flush=True)
-        if step % eval_every == 0 or step == steps:
+        last = step == steps or seconds >= budget
+        if (eval_every and step % eval_every == 0) or last:
             fake = common.generate_images(generator, eval_samples, Z_DIM, seed + 1)  # inference mode
             own, resized, padded = scorer(fake, cfg["fit"])
+            row = {"fit": cfg["fit"]} if wgan_gp else cfg  # the switches describe the DCGAN configs
             yield dict(config=name, seed=seed, step=step, train_seconds=round(seconds, 1), fd_own=round(own, 3),
-                       fd_resized=round(resized, 3), fd_padded=round(padded, 3), **cfg)
+                       fd_resized=round(resized, 3), fd_padded=round(padded, 3), **row,
+                       budget=f"{minutes:g} min" if seconds >= budget else "")
+        if last:
+            return
 
 
-def train_dcgan_py(seed, steps, eval_every, threads):
-    """`dcgan.py --batch_size 64` itself, as a subprocess; its own --eval_every rows (classifier_fd, seed + 1)."""
+def train_script(script, seed, steps, eval_every, threads, scorer=None, eval_samples=10_000, minutes=0, extra=()):
+    """`dcgan.py` or `wgan_gp.py --batch_size 64` itself, as a subprocess: its own --eval_every rows (classifier_fd,
+    noise seed + 1), and with `minutes` its --minutes stop, scored here from the run's checkpoint (`scorer`)."""
     with tempfile.TemporaryDirectory() as run_dir:
         env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
-        subprocess.run([sys.executable, os.path.join(ROOT, "dcgan.py"), "--batch_size", str(BATCH), "--seed",
+        out = os.path.join(run_dir, "run")
+        log_every = eval_every or 100
+        subprocess.run([sys.executable, os.path.join(ROOT, script), "--batch_size", str(BATCH), "--seed",
                         str(seed), "--steps", str(steps), "--eval_every", str(eval_every), "--log_every",
-                        str(eval_every), "--sample_every", str(steps), "--ckpt_every", str(steps),
-                        "--out_dir", os.path.join(run_dir, "run")], check=True, env=env, stdout=subprocess.DEVNULL)
-        rows = [json.loads(line) for line in open(os.path.join(run_dir, "run", "metrics.jsonl"))]
-    seconds = {r["step"]: r["train_seconds"] for r in rows if "train_seconds" in r}
-    for row in rows:
-        if "eval/classifier_fd" in row:
-            fd = round(row["eval/classifier_fd"], 3)
-            yield dict(config="dcgan.py", seed=seed, step=row["step"], train_seconds=seconds.get(row["step"], ""),
-                       fd_own=fd, fd_resized=fd, **OURS)
+                        str(log_every), "--sample_every", str(steps), "--ckpt_every", str(steps),
+                        "--minutes", str(minutes), "--out_dir", out, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
+        rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+        seconds = {r["step"]: round(r["train_seconds"], 1) for r in rows if "train_seconds" in r}
+        cfg = OURS if script == "dcgan.py" else {"fit": "resize"}
+        for row in rows:
+            if "eval/classifier_fd" in row and not minutes:
+                fd = round(row["eval/classifier_fd"], 3)
+                yield dict(config=script, seed=seed, step=row["step"], train_seconds=seconds.get(row["step"], ""),
+                           fd_own=fd, fd_resized=fd, **cfg)
+        if minutes:  # the run stopped on its clock with a checkpoint there: score it as train() does
+            generator, _, path = common.load_generator(out)
+            step = int(path.rsplit("-", 1)[1])
+            own, resized, padded = scorer(common.generate_images(generator, eval_samples, Z_DIM, seed + 1), "resize")
+            yield dict(config=script, seed=seed, step=step, train_seconds=seconds.get(step, ""), fd_own=round(own, 3),
+                       fd_resized=round(resized, 3), fd_padded=round(padded, 3), **cfg,
+                       budget=f"{minutes:g} min" if seconds.get(step, 0) >= minutes * 60 else "")
 
 
 def geometry_floor(scorer):
@@ -230,17 +308,22 @@ def geometry_floor(scorer):
 
 
 def summary(paths, column="fd_resized"):
-    """Markdown: mean +- std (n) of `column` per config and evaluated step, over the rows of the CSV files."""
+    """Markdown: mean +- std (n) of `column` per config and budget (an evaluated step, or a --minutes stop), over
+    the rows of the CSV files."""
     rows = [r for path in paths for r in csv.DictReader(open(path))]
-    steps = sorted({int(r["step"]) for r in rows})
+
+    def budget(r):
+        return r.get("budget") or f"step {int(r['step'])}"
+    budgets = sorted({budget(r) for r in rows}, key=lambda b: (b.endswith("min"), float(b.split()[-2 if
+                                                                 b.endswith("min") else -1])))
     names = list(dict.fromkeys(r["config"] for r in rows))
-    lines = [f"| config | " + " | ".join(f"step {s}" for s in steps) + " |", "| --- |" + " ---: |" * len(steps)]
+    lines = ["| config | " + " | ".join(budgets) + " |", "| --- |" + " ---: |" * len(budgets)]
     for name in names:
         cells = []
-        for s in steps:
+        for b in budgets:
             # the first rows had no fd_padded column: a padded run's fd_own is its fd_padded
             v = np.array([float(r.get(column) or r["fd_own"]) for r in rows
-                          if r["config"] == name and int(r["step"]) == s
+                          if r["config"] == name and budget(r) == b
                           and (r.get(column) or (column == "fd_padded" and r["fit"] == "pad"))])
             cells.append("" if not len(v) else f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f} "
                                                f"({len(v)})")
@@ -263,12 +346,15 @@ def main(argv=None):
     p.add_argument("--configs", nargs="+", default=["ours", "plain"], help="ours, plain, dcgan.py, ours+X, plain+X")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per config and seed")
     p.add_argument("--steps", type=int, default=2000, help="generator steps per run")
-    p.add_argument("--eval_every", type=int, default=500, help="score every N generator steps")
+    p.add_argument("--eval_every", type=int, default=500, help="score every N generator steps (0: at the end only)")
+    p.add_argument("--minutes", type=float, default=0,
+                   help="equal time: stop each run after this many minutes of training time (at most --steps) and "
+                        "score it there")
     p.add_argument("--eval_samples", type=int, default=10_000, help="generated images per score")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = TF's choice)")
     p.add_argument("--csv", default="runs/dcgan_ablation.csv", help="rows are appended here as they come in")
     p.add_argument("--summary", metavar="CSV", nargs="+", help="print the mean +- std table of the CSVs and exit")
-    p.add_argument("--column", default="fd_resized", choices=("fd_resized", "fd_padded", "fd_own", "train_seconds"),
+    p.add_argument("--column", default="fd_resized", choices=("fd_resized", "fd_padded", "fd_own", "train_seconds", "step"),
                    help="what --summary tabulates")
     p.add_argument("--geometry", action="store_true", help="print the real-image floor in both geometries and exit")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 6 steps, 200 samples, 512 images")
@@ -277,8 +363,12 @@ def main(argv=None):
         print(summary(args.summary, args.column))
         return
     for name in args.configs:
-        if name != "dcgan.py":
+        if name not in SCRIPTS:
             config(name)
+    if args.quick and set(args.configs) & set(SCRIPTS):
+        raise common.RunError(f"--quick runs the harness's own configs, not the scripts ({', '.join(SCRIPTS)}).")
+    if args.eval_every < 0 or args.minutes < 0 or args.steps < 1:
+        raise common.RunError("--steps must be positive, --eval_every and --minutes 0 (off) or positive.")
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -293,14 +383,17 @@ def main(argv=None):
             if args.quick:
                 cfg = config(name)
                 runs = train(name, seed, 6, 3, scorer, 200, real_images(cfg["fit"])[:512])
-            elif name == "dcgan.py":
-                runs = train_dcgan_py(seed, args.steps, args.eval_every, args.threads)
+            elif name in SCRIPTS:
+                runs = train_script(name, seed, args.steps, args.eval_every, args.threads, scorer, args.eval_samples,
+                                    args.minutes)
             else:
-                runs = train(name, seed, args.steps, args.eval_every, scorer, args.eval_samples)
+                runs = train(name, seed, args.steps, args.eval_every, scorer, args.eval_samples, minutes=args.minutes)
             for row in runs:
                 new = not os.path.exists(args.csv)
+                # appending to an older CSV keeps its columns (the first ones had no fd_padded, none a budget)
+                fields = FIELDS if new else next(csv.reader(open(args.csv)))
                 with open(args.csv, "a", newline="") as f:
-                    writer = csv.DictWriter(f, FIELDS)
+                    writer = csv.DictWriter(f, fields, extrasaction="ignore")
                     if new:
                         writer.writeheader()
                     writer.writerow(row)

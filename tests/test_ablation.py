@@ -92,3 +92,67 @@ def test_a_tiny_run_yields_scored_rows():
     rows = list(ab.train("plain+fit", 0, steps=3, eval_every=2, scorer=scorer, eval_samples=5, images=images))
     assert [r["step"] for r in rows] == [2, 3] and rows[0]["fit"] == "resize" and rows[0]["z"] == "reuse"
     assert seen == [((5, 32, 32, 1), np.uint8, "resize")] * 2 and rows[-1]["fd_resized"] == 2.0
+
+
+def test_plain_wgan_gp_has_keras_layer_norm_in_the_critic_and_the_plain_generator():
+    assert ab.config(ab.PLAIN_WGAN_GP) == ab.PLAIN
+    critic = ab.plain_critic(ab.PLAIN, layer_norm=True)
+    norms = [l for l in critic.layers if isinstance(l, keras.layers.LayerNormalization)]
+    assert not bn_layers(critic) and len(norms) == 2
+    assert [tuple(l.axis) for l in norms] == [(1, 2, 3)] * 2 and norms[0].gamma.shape == (8, 8, 128)
+    assert shapes(ab.plain_generator(ab.config(ab.PLAIN_WGAN_GP))) == shapes(ab.plain_generator(ab.PLAIN))
+
+
+@pytest.mark.slow
+def test_plain_wgan_gp_step_takes_n_critic_batches_and_fresh_noise_per_update():
+    g, d = ab.plain_generator(ab.PLAIN), ab.plain_critic(ab.PLAIN, layer_norm=True)
+    rng = tf.random.Generator.from_seed(3)
+    step = ab.make_wgan_gp_step(g, d, keras.optimizers.Adam(), keras.optimizers.Adam(), rng)
+    batches = iter(tf.data.Dataset.range(100).map(lambda i: tf.fill([ab.BATCH, 32, 32, 1], tf.cast(i, tf.float32))))
+    d_loss, g_loss = step(batches)
+    assert np.isfinite(float(d_loss)) and np.isfinite(float(g_loss))
+    assert float(next(batches)[0, 0, 0, 0]) == ab.N_CRITIC  # batches 0..4 went to the critic updates
+    expected = tf.random.Generator.from_seed(3)
+    for _ in range(ab.N_CRITIC):  # one z and one epsilon per critic update, then the generator's z
+        expected.normal([ab.BATCH, ab.Z_DIM])
+        expected.uniform([ab.BATCH, 1, 1, 1])
+    expected.normal([ab.BATCH, ab.Z_DIM])
+    np.testing.assert_array_equal(rng.state.numpy(), expected.state.numpy())
+
+
+@pytest.mark.slow
+def test_a_minutes_budget_stops_at_the_clock_and_labels_the_row():
+    images = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 1), dtype=np.uint8)
+    rows = list(ab.train("ours", 0, steps=50, eval_every=0, scorer=lambda fake, fit: (1.0, 2.0, 3.0),
+                         eval_samples=5, images=images, minutes=1e-4))  # 6 ms: the first step passes it
+    assert [(r["step"], r["budget"]) for r in rows] == [(1, "0.0001 min")]
+    rows = list(ab.train("ours", 0, steps=2, eval_every=0, scorer=lambda fake, fit: (1.0, 2.0, 3.0),
+                         eval_samples=5, images=images, minutes=60))  # the step cap comes first: no budget label
+    assert [(r["step"], r["budget"]) for r in rows] == [(2, "")]
+
+
+def test_summary_groups_rows_by_step_and_by_minutes_budget(tmp_path):
+    path = tmp_path / "rows.csv"
+    rows = [("a", 0, 1000, ""), ("a", 1, 1000, ""), ("a", 0, 2100, "5 min"), ("a", 1, 2200, "5 min"),
+            ("b", 0, 1000, "")]
+    with open(path, "w") as f:
+        f.write("config,seed,step,fd_own,fd_resized,fit,budget\n")
+        for i, (name, seed, step, budget) in enumerate(rows):
+            f.write(f"{name},{seed},{step},{i},{10 * (i + 1)},resize,{budget}\n")
+    lines = ab.summary([str(path)]).splitlines()
+    assert lines[0] == "| config | step 1000 | 5 min |"
+    assert lines[2] == "| a | 15.0 ± 7.1 (2) | 35.0 ± 7.1 (2) |" and lines[3] == "| b | 50.0 ± 0.0 (1) |  |"
+    assert ab.summary([str(path)], "step").splitlines()[2] == "| a | 1000.0 ± 0.0 (2) | 2150.0 ± 70.7 (2) |"
+
+
+@pytest.mark.slow
+def test_a_script_under_a_minutes_budget_is_scored_from_its_checkpoint(tiny_fashion):
+    seen = []
+
+    def scorer(fake, fit):
+        seen.append((fake.shape, fit))
+        return 1.0, 2.0, 3.0
+    rows = list(ab.train_script("dcgan.py", 0, 100_000, 0, 1, scorer, eval_samples=7, minutes=0.01,
+                                extra=("--data_dir", tiny_fashion)))
+    assert len(rows) == 1 and rows[0]["budget"] == "0.01 min" and rows[0]["train_seconds"] >= 0.6
+    assert seen == [((7, 32, 32, 1), "resize")] and 1 <= rows[0]["step"] < 100_000
