@@ -19,7 +19,9 @@ N(0, I), Adam(2e-4, 0.5, 0.999), the losses of dcgan.py (imported), on Fashion-M
 WGAN-GP (item 3 of the issue): "plain_wgan_gp" is the same plain set-up trained as the issue's plain WGAN-GP (PLAIN
 WGAN-GP REFERENCE below: Keras LayerNormalization(axis=[1, 2, 3]) in the critic, Adam(1e-4, 0, 0.9) with Keras'
 epsilon, lambda 10, n_critic 5, a fresh real batch, z and epsilon per critic update), "wgan_gp.py" the real script
-(`wgan_gp.py --batch_size 64`).
+(`wgan_gp.py --batch_size 64`), "ours_wgan_gp" wgan_gp.py's algorithm in this harness, and "ours_wgan_gp+X" /
+"plain_wgan_gp+X" flip switch X as above (the generator's switches, `fit`, `adam_eps`, and `ln`, the critic's
+layer normalisation; `z` is DCGAN's only: WGAN-GP draws a fresh z for every update in both programs).
 
 Budgets. --steps N trains N generator steps. --minutes M instead stops a run after M minutes of *training* time
 (the step clock; evaluation and start-up excluded; the scripts' own --minutes counts the same way) and scores it
@@ -72,27 +74,40 @@ SWITCHES = {
     "adam_eps": (1e-8, 1e-7),          # dcgan.make_optimizers (TF1/PyTorch), Keras' default
     "z": ("redraw", "reuse"),          # a fresh z for the G update, or the D update's z again
 }
+# WGAN-GP's switches: DCGAN's but z (both programs draw a fresh z per update), and the critic's layer normalisation
+WGAN_GP_SWITCHES = {**{k: v for k, v in SWITCHES.items() if k != "z"},
+                    "ln": ("tflib", "keras")}  # ops.LayerNorm (a scale per channel, eps 1e-5: the authors' tflib),
+                                               # or keras LayerNormalization(axis=[1, 2, 3]) (per element, eps 1e-3)
 OURS = {k: v[0] for k, v in SWITCHES.items()}
 SCRIPTS = ("dcgan.py", "wgan_gp.py")  # configs that run the project's script itself
 PLAIN_WGAN_GP = "plain_wgan_gp"
 N_CRITIC, GP_WEIGHT = 5, 10.0
 PLAIN = {k: v[1] for k, v in SWITCHES.items()}
+OURS_WGAN_GP = {k: v[0] for k, v in WGAN_GP_SWITCHES.items()}
+PLAIN_WGAN_GP_CFG = {k: v[1] for k, v in WGAN_GP_SWITCHES.items()}
 BATCH, Z_DIM, SIZE = 64, 100, 32
-FIELDS = ("config", "seed", "step", "train_seconds", "fd_own", "fd_resized", "fd_padded", *SWITCHES, "budget")
+FIELDS = ("config", "seed", "step", "train_seconds", "fd_own", "fd_resized", "fd_padded", *SWITCHES, "ln", "budget")
 
 
 def config(name):
-    """'plain', 'ours', 'ours+X[+Y]', 'plain+X' or 'plain_wgan_gp' -> {switch: value}."""
-    if name == PLAIN_WGAN_GP:  # the plain set-up; its critic and optimizers are WGAN-GP's (train below)
-        return dict(PLAIN)
+    """'plain', 'ours', 'ours+X[+Y]', 'plain+X', and the same with 'plain_wgan_gp' / 'ours_wgan_gp' ->
+    {switch: value}."""
     base, *flips = name.split("+")
-    if base not in ("ours", "plain") or any(f not in SWITCHES for f in flips):
+    bases = {"ours": (OURS, SWITCHES), "plain": (PLAIN, SWITCHES), "ours_wgan_gp": (OURS_WGAN_GP, WGAN_GP_SWITCHES),
+             PLAIN_WGAN_GP: (PLAIN_WGAN_GP_CFG, WGAN_GP_SWITCHES)}
+    if base not in bases or any(f not in bases[base][1] for f in flips):
         raise common.RunError(f"unknown config {name!r}: use ours, plain, ours+X or plain+X with X in "
-                              f"{', '.join(SWITCHES)}, {PLAIN_WGAN_GP}, or a script ({', '.join(SCRIPTS)}).")
-    cfg = dict(OURS if base == "ours" else PLAIN)
+                              f"{', '.join(SWITCHES)}; ours_wgan_gp(+X), {PLAIN_WGAN_GP}(+X) with X in "
+                              f"{', '.join(WGAN_GP_SWITCHES)}; or a script ({', '.join(SCRIPTS)}).")
+    start, switches = bases[base]
+    cfg = dict(start)
     for f in flips:
-        cfg[f] = SWITCHES[f][1] if base == "ours" else SWITCHES[f][0]
+        cfg[f] = switches[f][1] if base.startswith("ours") else switches[f][0]
     return cfg
+
+
+def is_wgan_gp(name):
+    return name.split("+")[0].endswith("wgan_gp")
 
 
 # ------------------------------------------------------------------ PLAIN REFERENCE (issue 16), with the switches
@@ -117,14 +132,20 @@ def plain_generator(cfg):
     return keras.Model(z, keras.layers.Activation("tanh")(x), name="plain_generator")
 
 
+def critic_layer_norm(cfg):
+    if cfg["ln"] == "tflib":
+        return ops.LayerNorm()
+    return keras.layers.LayerNormalization(axis=[1, 2, 3])
+
+
 def plain_critic(cfg, layer_norm=False):
     """[B, 32, 32, 1] -> [B, 1] logits: conv 64 (bias), LReLU -> conv 128, 256 (BN, LReLU) -> Flatten -> Dense 1.
-    layer_norm: Keras' LayerNormalization(axis=[1, 2, 3]) (a scale and offset per element) in place of BN."""
+    layer_norm: WGAN-GP's critic, layer normalisation (cfg["ln"]) in place of BN."""
     init, x_in = ops.conv_init(), keras.Input((SIZE, SIZE, 1))
     x = keras.layers.LeakyReLU(0.2)(keras.layers.Conv2D(64, 4, 2, padding="same", kernel_initializer=init)(x_in))
     for filters in (128, 256):
         x = keras.layers.Conv2D(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=init)(x)
-        norm = keras.layers.LayerNormalization(axis=[1, 2, 3]) if layer_norm else batch_norm(cfg)
+        norm = critic_layer_norm(cfg) if layer_norm else batch_norm(cfg)
         x = keras.layers.LeakyReLU(0.2)(norm(x))
     x = keras.layers.Dense(1, kernel_initializer=init)(keras.layers.Flatten()(x))
     return keras.Model(x_in, x, name="plain_critic")
@@ -230,10 +251,10 @@ def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=Non
     the end, after `steps` generator steps or, with `minutes`, once that much training time has passed."""
     cfg = config(name)
     keras.utils.set_random_seed(seed)
-    wgan_gp = name == PLAIN_WGAN_GP
+    wgan_gp = is_wgan_gp(name)
     generator, critic = plain_generator(cfg), plain_critic(cfg, layer_norm=wgan_gp)
     if wgan_gp:
-        adam = lambda: keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9)  # noqa: E731  (Keras' epsilon)
+        adam = lambda: keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9, epsilon=cfg["adam_eps"])  # noqa: E731
     else:
         adam = lambda: keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999, epsilon=cfg["adam_eps"])  # noqa: E731
     g_opt, c_opt = adam(), adam()
@@ -259,9 +280,8 @@ def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=Non
         if (eval_every and step % eval_every == 0) or last:
             fake = common.generate_images(generator, eval_samples, Z_DIM, seed + 1)  # inference mode
             own, resized, padded = scorer(fake, cfg["fit"])
-            row = {"fit": cfg["fit"]} if wgan_gp else cfg  # the switches describe the DCGAN configs
             yield dict(config=name, seed=seed, step=step, train_seconds=round(seconds, 1), fd_own=round(own, 3),
-                       fd_resized=round(resized, 3), fd_padded=round(padded, 3), **row,
+                       fd_resized=round(resized, 3), fd_padded=round(padded, 3), **cfg,
                        budget=f"{minutes:g} min" if seconds >= budget else "")
         if last:
             return
@@ -280,7 +300,7 @@ def train_script(script, seed, steps, eval_every, threads, scorer=None, eval_sam
                         "--minutes", str(minutes), "--out_dir", out, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
         rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
         seconds = {r["step"]: round(r["train_seconds"], 1) for r in rows if "train_seconds" in r}
-        cfg = OURS if script == "dcgan.py" else {"fit": "resize"}
+        cfg = OURS if script == "dcgan.py" else OURS_WGAN_GP
         for row in rows:
             if "eval/classifier_fd" in row and not minutes:
                 fd = round(row["eval/classifier_fd"], 3)

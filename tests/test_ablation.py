@@ -94,18 +94,27 @@ def test_a_tiny_run_yields_scored_rows():
     assert seen == [((5, 32, 32, 1), np.uint8, "resize")] * 2 and rows[-1]["fd_resized"] == 2.0
 
 
-def test_plain_wgan_gp_has_keras_layer_norm_in_the_critic_and_the_plain_generator():
-    assert ab.config(ab.PLAIN_WGAN_GP) == ab.PLAIN
-    critic = ab.plain_critic(ab.PLAIN, layer_norm=True)
+def test_plain_wgan_gp_has_keras_layer_norm_in_the_critic_and_ours_has_the_scripts_networks():
+    assert ab.config(ab.PLAIN_WGAN_GP) == ab.PLAIN_WGAN_GP_CFG and ab.config("ours_wgan_gp") == ab.OURS_WGAN_GP
+    for name in ab.WGAN_GP_SWITCHES:  # one setting per switch, as for DCGAN
+        for base, other in (("ours_wgan_gp", ab.PLAIN_WGAN_GP_CFG), ("plain_wgan_gp", ab.OURS_WGAN_GP)):
+            cfg, start = ab.config(f"{base}+{name}"), ab.config(base)
+            assert [k for k in cfg if cfg[k] != start[k]] == [name] and cfg[name] == other[name]
+    with pytest.raises(common.RunError):
+        ab.config("ours_wgan_gp+z")  # both programs draw a fresh z per update: no such switch
+    critic = ab.plain_critic(ab.PLAIN_WGAN_GP_CFG, layer_norm=True)
     norms = [l for l in critic.layers if isinstance(l, keras.layers.LayerNormalization)]
     assert not bn_layers(critic) and len(norms) == 2
     assert [tuple(l.axis) for l in norms] == [(1, 2, 3)] * 2 and norms[0].gamma.shape == (8, 8, 128)
-    assert shapes(ab.plain_generator(ab.config(ab.PLAIN_WGAN_GP))) == shapes(ab.plain_generator(ab.PLAIN))
+    ours = ab.plain_critic(ab.OURS_WGAN_GP, layer_norm=True)
+    assert sum(isinstance(l, ops.LayerNorm) for l in ours.layers) == 2 and not bn_layers(ours)
+    assert shapes(ours) == shapes(ops.make_critic(32, 1, 64, norm="layer"))
+    assert shapes(ab.plain_generator(ab.OURS_WGAN_GP)) == shapes(ops.make_generator(32, 1, 100, 64))
 
 
 @pytest.mark.slow
 def test_plain_wgan_gp_step_takes_n_critic_batches_and_fresh_noise_per_update():
-    g, d = ab.plain_generator(ab.PLAIN), ab.plain_critic(ab.PLAIN, layer_norm=True)
+    g, d = ab.plain_generator(ab.PLAIN_WGAN_GP_CFG), ab.plain_critic(ab.PLAIN_WGAN_GP_CFG, layer_norm=True)
     rng = tf.random.Generator.from_seed(3)
     step = ab.make_wgan_gp_step(g, d, keras.optimizers.Adam(), keras.optimizers.Adam(), rng)
     batches = iter(tf.data.Dataset.range(100).map(lambda i: tf.fill([ab.BATCH, 32, 32, 1], tf.cast(i, tf.float32))))
