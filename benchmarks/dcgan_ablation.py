@@ -297,7 +297,8 @@ def train_script(script, seed, steps, eval_every, threads, scorer=None, eval_sam
         subprocess.run([sys.executable, os.path.join(ROOT, script), "--batch_size", str(BATCH), "--seed",
                         str(seed), "--steps", str(steps), "--eval_every", str(eval_every), "--log_every",
                         str(log_every), "--sample_every", str(steps), "--ckpt_every", str(steps),
-                        "--minutes", str(minutes), "--out_dir", out, *extra], check=True, env=env, stdout=subprocess.DEVNULL)
+                        "--minutes", str(minutes), "--out_dir", out, *extra],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
         rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
         seconds = {r["step"]: round(r["train_seconds"], 1) for r in rows if "train_seconds" in r}
         cfg = OURS if script == "dcgan.py" else OURS_WGAN_GP
@@ -339,8 +340,11 @@ def summary(paths, column="fd_resized"):
 
     def budget(r):
         return r.get("budget") or f"step {int(r['step'])}"
-    budgets = sorted({budget(r) for r in rows}, key=lambda b: (b.endswith("min"), float(b.split()[-2 if
-                                                                 b.endswith("min") else -1])))
+
+    def order(b):  # "step N" columns by N, then "M min" columns by M
+        minutes = b.endswith("min")
+        return minutes, float(b.split()[0 if minutes else 1])
+    budgets = sorted({budget(r) for r in rows}, key=order)
     names = list(dict.fromkeys(r["config"] for r in rows))
     lines = ["| config | " + " | ".join(budgets) + " |", "| --- |" + " ---: |" * len(budgets)]
     for name in names:
@@ -368,7 +372,8 @@ def machine():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", nargs="+", default=["ours", "plain"], help="ours, plain, dcgan.py, ours+X, plain+X")
+    p.add_argument("--configs", nargs="+", default=["ours", "plain"],
+                   help="ours, plain, ours+X, plain+X, ours_wgan_gp(+X), plain_wgan_gp(+X), dcgan.py, wgan_gp.py")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per config and seed")
     p.add_argument("--steps", type=int, default=2000, help="generator steps per run")
     p.add_argument("--eval_every", type=int, default=500, help="score every N generator steps (0: at the end only)")
@@ -379,8 +384,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = TF's choice)")
     p.add_argument("--csv", default="runs/dcgan_ablation.csv", help="rows are appended here as they come in")
     p.add_argument("--summary", metavar="CSV", nargs="+", help="print the mean +- std table of the CSVs and exit")
-    p.add_argument("--column", default="fd_resized", choices=("fd_resized", "fd_padded", "fd_own", "train_seconds", "step"),
-                   help="what --summary tabulates")
+    p.add_argument("--column", default="fd_resized",
+                   choices=("fd_resized", "fd_padded", "fd_own", "train_seconds", "step"),
+                   help="what --summary tabulates (step: the steps a --minutes run reached)")
     p.add_argument("--geometry", action="store_true", help="print the real-image floor in both geometries and exit")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 6 steps, 200 samples, 512 images")
     args = p.parse_args(argv)
