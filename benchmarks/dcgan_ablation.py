@@ -253,21 +253,19 @@ def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=Non
     keras.utils.set_random_seed(seed)
     wgan_gp = is_wgan_gp(name)
     generator, critic = plain_generator(cfg), plain_critic(cfg, layer_norm=wgan_gp)
-    if wgan_gp:
-        adam = lambda: keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9, epsilon=cfg["adam_eps"])  # noqa: E731
-    else:
-        adam = lambda: keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999, epsilon=cfg["adam_eps"])  # noqa: E731
-    g_opt, c_opt = adam(), adam()
+    lr, beta_1, beta_2 = (1e-4, 0.0, 0.9) if wgan_gp else (2e-4, 0.5, 0.999)
+    g_opt, c_opt = (keras.optimizers.Adam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=cfg["adam_eps"]) for _ in "gc")
     rng = tf.random.Generator.from_seed(seed)
     x = real_images(cfg["fit"]) if images is None else images
     dataset = (tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
                .batch(BATCH, drop_remainder=True).repeat().map(lambda b: tf.cast(b, tf.float32) / 127.5 - 1.0)
                .prefetch(2))
-    if wgan_gp:
-        step_fn, batches = make_wgan_gp_step(generator, critic, g_opt, c_opt, rng), iter(dataset)
+    batches = iter(dataset)
+    if wgan_gp:  # n_critic batches per step, taken inside the compiled step
+        step_fn = make_wgan_gp_step(generator, critic, g_opt, c_opt, rng)
         run_step = lambda: step_fn(batches)  # noqa: E731
     else:
-        step_fn, batches = make_train_step(cfg, generator, critic, g_opt, c_opt, rng), iter(dataset)
+        step_fn = make_train_step(cfg, generator, critic, g_opt, c_opt, rng)
         run_step = lambda: step_fn(next(batches))  # noqa: E731
     seconds, budget = 0.0, minutes * 60 or float("inf")
     for step in range(1, steps + 1):
@@ -422,7 +420,11 @@ def main(argv=None):
             for row in runs:
                 new = not os.path.exists(args.csv)
                 # appending to an older CSV keeps its columns (the first ones had no fd_padded, none a budget)
-                fields = FIELDS if new else next(csv.reader(open(args.csv)))
+                if new:
+                    fields = FIELDS
+                else:
+                    with open(args.csv, newline="") as f:
+                        fields = next(csv.reader(f))
                 with open(args.csv, "a", newline="") as f:
                     writer = csv.DictWriter(f, fields, extrasaction="ignore")
                     if new:
