@@ -4,6 +4,7 @@
     python benchmarks/dcgan_ablation.py --configs ours+bn_eps ours+fit --seeds 0 --steps 2000 --csv docs/dcgan_gap.csv
     python benchmarks/dcgan_ablation.py --configs dcgan.py --seeds 0 --steps 2000 --csv docs/dcgan_gap.csv
     python benchmarks/dcgan_ablation.py --summary docs/dcgan_gap.csv          # the mean +- std table
+    python benchmarks/dcgan_ablation.py --summary docs/dcgan_gap.csv --compare dcgan.py plain   # t and p
     python benchmarks/dcgan_ablation.py --configs dcgan.py plain --seeds 0 1 2 --minutes 5 --steps 100000 \
         --eval_every 0 --csv docs/dcgan_gap_5min.csv                         # equal time: 5 training minutes each
     python benchmarks/dcgan_ablation.py --configs wgan_gp.py plain_wgan_gp --steps 500 --eval_every 250 \
@@ -331,18 +332,21 @@ def geometry_floor(scorer):
     return "\n".join(lines + [""] + converted)
 
 
+def budget(row):
+    """A CSV row's budget: "step N" (an evaluation at N generator steps) or "M min" (a --minutes stop)."""
+    return row.get("budget") or f"step {int(row['step'])}"
+
+
+def budget_order(b):  # "step N" by N, then "M min" by M
+    minutes = b.endswith("min")
+    return minutes, float(b.split()[0 if minutes else 1])
+
+
 def summary(paths, column="fd_resized"):
     """Markdown: mean +- std (n) of `column` per config and budget (an evaluated step, or a --minutes stop), over
     the rows of the CSV files."""
     rows = [r for path in paths for r in csv.DictReader(open(path))]
-
-    def budget(r):
-        return r.get("budget") or f"step {int(r['step'])}"
-
-    def order(b):  # "step N" columns by N, then "M min" columns by M
-        minutes = b.endswith("min")
-        return minutes, float(b.split()[0 if minutes else 1])
-    budgets = sorted({budget(r) for r in rows}, key=order)
+    budgets = sorted({budget(r) for r in rows}, key=budget_order)
     names = list(dict.fromkeys(r["config"] for r in rows))
     lines = ["| config | " + " | ".join(budgets) + " |", "| --- |" + " ---: |" * len(budgets)]
     for name in names:
@@ -355,6 +359,32 @@ def summary(paths, column="fd_resized"):
             cells.append("" if not len(v) else f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f} "
                                                f"({len(v)})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(paths, a, b, column="fd_resized", permutations=100_000):
+    """Markdown: config `a` against config `b` at each budget both reached: the means, the difference a - b with its
+    standard error and Welch's t, and a two-sided permutation p-value (the labels shuffled over the pooled runs,
+    `permutations` times, seeded): how often a relabelling gives a difference at least as large. `a` or `b` may
+    name several configs joined by commas, pooled into one arm (e.g. "dcgan.py,ours": one algorithm, two programs)."""
+    arms = {name: arm for arm in (a, b) for name in arm.split(",")}
+    values = {}
+    for r in (r for path in paths for r in csv.DictReader(open(path))):
+        if r["config"] in arms and r.get(column):
+            values.setdefault(budget(r), {}).setdefault(arms[r["config"]], []).append(float(r[column]))
+    lines = [f"| budget | {a} | {b} | difference | Welch t | permutation p |", "| --- |" + " ---: |" * 5]
+    rng = np.random.default_rng(0)
+    for label, by in sorted(values.items(), key=lambda item: budget_order(item[0])):
+        if a not in by or b not in by or min(len(by[a]), len(by[b])) < 2:
+            continue
+        x, y = np.array(by[a]), np.array(by[b])
+        diff, se = x.mean() - y.mean(), np.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
+        pooled = np.concatenate([x, y])
+        shuffled = rng.permuted(np.tile(pooled, (permutations, 1)), axis=1)
+        null = shuffled[:, :len(x)].mean(1) - shuffled[:, len(x):].mean(1)
+        p = (np.sum(np.abs(null) >= abs(diff) - 1e-9) + 1) / (permutations + 1)
+        lines.append(f"| {label} | {x.mean():.1f} ± {x.std(ddof=1):.1f} ({len(x)}) | {y.mean():.1f} ± "
+                     f"{y.std(ddof=1):.1f} ({len(y)}) | {diff:+.1f} ± {se:.1f} | {diff / se:+.2f} | {p:.3f} |")
     return "\n".join(lines)
 
 
@@ -382,14 +412,19 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = TF's choice)")
     p.add_argument("--csv", default="runs/dcgan_ablation.csv", help="rows are appended here as they come in")
     p.add_argument("--summary", metavar="CSV", nargs="+", help="print the mean +- std table of the CSVs and exit")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="with --summary: config A against config B (difference, Welch t, permutation p); "
+                        "configs joined by commas are pooled into one arm")
     p.add_argument("--column", default="fd_resized",
                    choices=("fd_resized", "fd_padded", "fd_own", "train_seconds", "step"),
                    help="what --summary tabulates (step: the steps a --minutes run reached)")
     p.add_argument("--geometry", action="store_true", help="print the real-image floor in both geometries and exit")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 6 steps, 200 samples, 512 images")
     args = p.parse_args(argv)
+    if args.compare and not args.summary:
+        raise common.RunError("--compare needs --summary and the CSV files to read.")
     if args.summary:
-        print(summary(args.summary, args.column))
+        print(compare(args.summary, *args.compare, args.column) if args.compare else summary(args.summary, args.column))
         return
     for name in args.configs:
         if name not in SCRIPTS:

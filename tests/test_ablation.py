@@ -154,6 +154,23 @@ def test_summary_groups_rows_by_step_and_by_minutes_budget(tmp_path):
     assert ab.summary([str(path)], "step").splitlines()[2] == "| a | 1000.0 ± 0.0 (2) | 2150.0 ± 70.7 (2) |"
 
 
+
+def test_compare_pools_arms_and_gives_welch_t_and_a_permutation_p(tmp_path):
+    path = tmp_path / "rows.csv"
+    rows = [("a", 1000, 10), ("a", 1000, 12), ("a", 1000, 14), ("b", 1000, 20), ("b", 1000, 22), ("c", 1000, 24),
+            ("a", 2000, 5), ("b", 2000, 6), ("b", 2000, 7), ("d", 1000, 0)]  # step 2000: one run of a, no row
+    with open(path, "w") as f:
+        f.write("config,seed,step,fd_resized,budget\n")
+        f.writelines(f"{name},0,{step},{fd},\n" for name, step, fd in rows)
+    lines = ab.compare([str(path)], "a", "b,c").splitlines()
+    assert len(lines) == 3 and lines[0] == "| budget | a | b,c | difference | Welch t | permutation p |"
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    # a: 12 +- 2, b and c pooled: 22 +- 2; se = sqrt(4/3 + 4/3); of the 20 splits of the six runs into 3 + 3, two
+    # (a's three lowest, or its mirror) give |difference| >= 10
+    assert cells[:5] == ["step 1000", "12.0 ± 2.0 (3)", "22.0 ± 2.0 (3)", "-10.0 ± 1.6", f"{-10 / (8 / 3) ** .5:+.2f}"]
+    assert abs(float(cells[5]) - 2 / 20) < 0.01
+
+
 @pytest.mark.slow
 def test_a_script_under_a_minutes_budget_is_scored_from_its_checkpoint(tiny_fashion):
     seen = []
