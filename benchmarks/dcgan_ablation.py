@@ -5,6 +5,8 @@
     python benchmarks/dcgan_ablation.py --configs dcgan.py --seeds 0 --steps 2000 --csv docs/dcgan_gap.csv
     python benchmarks/dcgan_ablation.py --summary docs/dcgan_gap.csv          # the mean +- std table
     python benchmarks/dcgan_ablation.py --summary docs/dcgan_gap.csv --compare dcgan.py plain   # t and p
+    python benchmarks/dcgan_ablation.py --configs factorial --seeds 100 --csv docs/dcgan_gap_factorial.csv
+    python benchmarks/dcgan_ablation.py --summary docs/dcgan_gap_factorial.csv --effects   # each switch's effect
     python benchmarks/dcgan_ablation.py --configs dcgan.py plain --seeds 0 1 2 --minutes 5 --steps 100000 \
         --eval_every 0 --csv docs/dcgan_gap_5min.csv                         # equal time: 5 training minutes each
     python benchmarks/dcgan_ablation.py --configs wgan_gp.py plain_wgan_gp --steps 500 --eval_every 250 \
@@ -87,6 +89,22 @@ PLAIN = {k: v[1] for k, v in SWITCHES.items()}
 OURS_WGAN_GP = {k: v[0] for k, v in WGAN_GP_SWITCHES.items()}
 PLAIN_WGAN_GP_CFG = {k: v[1] for k, v in WGAN_GP_SWITCHES.items()}
 BATCH, Z_DIM, SIZE = 64, 100, 32
+
+
+def factorial_design():
+    """The seven DCGAN switches in 16 runs, a 2^(7-3) fractional factorial of resolution IV: each switch is at
+    plain's value in 8 runs and at ours' in 8, every pair of switch columns is orthogonal, and no main effect is
+    aliased with a two-switch interaction (only with interactions of three or more). Built as 8 runs of a resolution
+    III design (fit, bn_eps, g_bn0 in full; z = fit*bn_eps, adam_eps = fit*g_bn0, bn_momentum = bn_eps*g_bn0,
+    bn_op = fit*bn_eps*g_bn0, with +1 = plain's value) and their fold-over (every switch flipped). It holds both
+    corners, plain (run 7) and ours (run 15). -> config names, "ours+X+Y..."."""
+    order = ("fit", "bn_eps", "g_bn0", "z", "adam_eps", "bn_momentum", "bn_op")
+    half = [(a, b, c, a * b, a * c, b * c, a * b * c) for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)]
+    return ["+".join(["ours"] + [s for s, v in zip(order, levels) if v > 0])
+            for levels in half + [tuple(-v for v in levels) for levels in half]]
+
+
+FACTORIAL = factorial_design()  # --configs factorial
 FIELDS = ("config", "seed", "step", "train_seconds", "fd_own", "fd_resized", "fd_padded", *SWITCHES, "ln", "budget")
 
 
@@ -388,6 +406,39 @@ def compare(paths, a, b, column="fd_resized", permutations=100_000):
     return "\n".join(lines)
 
 
+def effects(paths, column="fd_resized"):
+    """Markdown: each DCGAN switch's main effect (the mean score at plain's value minus at ours'), fitted by least
+    squares over every harness DCGAN run in the CSVs (ours, plain, ours+X..., e.g. the --configs factorial runs), one
+    table per budget: score = seed's baseline + sum over switches of effect / 2 * (+1 plain's value, -1 ours').
+    Each seed is its own block (its own intercept), so a seed shared by a whole replicate cancels out. The standard
+    errors come from the residuals (the runs' noise beyond the additive model); none when no degrees of freedom are
+    left. The scripts' rows (dcgan.py) are not harness runs and are left out."""
+    rows = [r for path in paths for r in csv.DictReader(open(path))
+            if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
+    out = []
+    for label in sorted({budget(r) for r in rows}, key=budget_order):
+        runs = [r for r in rows if budget(r) == label]
+        seeds = sorted({r["seed"] for r in runs})
+        x = np.array([[float(r["seed"] == s) for s in seeds] +
+                      [1.0 if config(r["config"])[k] == PLAIN[k] else -1.0 for k in SWITCHES] for r in runs])
+        y = np.array([float(r[column]) for r in runs])
+        coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
+        dof = len(y) - rank
+        if rank < x.shape[1]:
+            out.append(f"{label}: {len(y)} runs do not separate the {len(SWITCHES)} switches and {len(seeds)} "
+                       "seed(s); run the whole --configs factorial.\n")
+            continue
+        sigma2 = np.sum((y - x @ coef) ** 2) / dof if dof else float("nan")
+        se = np.sqrt(np.diag(np.linalg.inv(x.T @ x)) * sigma2)
+        lines = [f"{label}: {len(y)} runs, {len(seeds)} seed(s), residual sd {np.sqrt(sigma2):.1f} ({dof} dof)", "",
+                 "| switch | effect (plain − ours) | standard error | t |", "| --- | ---: | ---: | ---: |"]
+        for i, k in enumerate(SWITCHES, start=len(seeds)):
+            cells = f"{2 * se[i]:.1f} | {coef[i] / se[i]:+.2f}" if dof else "– | –"
+            lines.append(f"| {k} | {2 * coef[i]:+.1f} | {cells} |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out).rstrip()
+
+
 def machine():
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -401,7 +452,8 @@ def machine():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=["ours", "plain"],
-                   help="ours, plain, ours+X, plain+X, ours_wgan_gp(+X), plain_wgan_gp(+X), dcgan.py, wgan_gp.py")
+                   help="ours, plain, ours+X, plain+X, ours_wgan_gp(+X), plain_wgan_gp(+X), dcgan.py, wgan_gp.py, "
+                        "or factorial (the 16 runs of the DCGAN switches' fractional factorial design)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per config and seed")
     p.add_argument("--steps", type=int, default=2000, help="generator steps per run")
     p.add_argument("--eval_every", type=int, default=500, help="score every N generator steps (0: at the end only)")
@@ -415,17 +467,26 @@ def main(argv=None):
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="with --summary: config A against config B (difference, Welch t, permutation p); "
                         "configs joined by commas are pooled into one arm")
+    p.add_argument("--effects", action="store_true",
+                   help="with --summary: each switch's main effect, fitted over the harness's DCGAN runs (the "
+                        "--configs factorial design)")
     p.add_argument("--column", default="fd_resized",
                    choices=("fd_resized", "fd_padded", "fd_own", "train_seconds", "step"),
                    help="what --summary tabulates (step: the steps a --minutes run reached)")
     p.add_argument("--geometry", action="store_true", help="print the real-image floor in both geometries and exit")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 6 steps, 200 samples, 512 images")
     args = p.parse_args(argv)
-    if args.compare and not args.summary:
-        raise common.RunError("--compare needs --summary and the CSV files to read.")
+    if (args.compare or args.effects) and not args.summary:
+        raise common.RunError("--compare and --effects need --summary and the CSV files to read.")
     if args.summary:
-        print(compare(args.summary, *args.compare, args.column) if args.compare else summary(args.summary, args.column))
+        if args.effects:
+            print(effects(args.summary, args.column))
+        else:
+            print(compare(args.summary, *args.compare, args.column) if args.compare
+                  else summary(args.summary, args.column))
         return
+    if "factorial" in args.configs:  # the 16 runs of the design, in place
+        args.configs = [c for name in args.configs for c in (FACTORIAL if name == "factorial" else [name])]
     for name in args.configs:
         if name not in SCRIPTS:
             config(name)

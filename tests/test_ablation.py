@@ -172,6 +172,35 @@ def test_compare_pools_arms_and_gives_welch_t_and_a_permutation_p(tmp_path):
     assert abs(float(cells[5]) - 2 / 20) < 0.01
 
 
+
+def test_the_factorial_design_is_resolution_iv_and_holds_both_corners():
+    levels = np.array([[1 if ab.config(name)[k] == ab.PLAIN[k] else -1 for k in ab.SWITCHES] for name in ab.FACTORIAL])
+    assert levels.shape == (16, 7) and len(set(ab.FACTORIAL)) == 16
+    assert (levels.T @ levels == 16 * np.eye(7)).all()  # balanced, every pair of switches orthogonal
+    pairs = [levels[:, j] * levels[:, k] for j in range(7) for k in range(j + 1, 7)]
+    assert all((levels.T @ pair == 0).all() for pair in pairs)  # no main effect aliased with a 2-switch interaction
+    assert ab.config(ab.FACTORIAL[15]) == ab.OURS and ab.config(ab.FACTORIAL[7]) == ab.PLAIN
+
+
+def test_effects_recovers_each_switch_effect_with_seed_blocks(tmp_path):
+    truth = dict(zip(ab.SWITCHES, (4.0, -2.0, 0.0, 1.0, 3.0, -1.0, 6.0)))
+    path = tmp_path / "rows.csv"
+    with open(path, "w") as f:
+        f.write("config,seed,step,fd_resized\n")
+        for seed, offset in ((100, 50.0), (101, 57.0)):  # a second replicate, 7 points worse throughout
+            for name in ab.FACTORIAL:
+                x = {k: 1 if ab.config(name)[k] == ab.PLAIN[k] else -1 for k in ab.SWITCHES}
+                noise = 0.5 * x["fit"] * x["g_bn0"]  # a 2-switch interaction: orthogonal to every main effect
+                f.write(f"{name},{seed},2000,{offset + sum(truth[k] / 2 * x[k] for k in truth) + noise}\n")
+        f.write("dcgan.py,0,2000,99\n")  # a script row: not a harness run, left out
+    lines = ab.effects([str(path)]).splitlines()
+    # 32 runs, 2 seed intercepts + 7 effects: 23 dof; the residual is the interaction, sd sqrt(32 * 0.25 / 23)
+    assert lines[0] == f"step 2000: 32 runs, 2 seed(s), residual sd {np.sqrt(8 / 23):.1f} (23 dof)"
+    se = 2 * np.sqrt(8 / 23 / 32)
+    for k, line in zip(ab.SWITCHES, lines[4:]):
+        assert line == f"| {k} | {truth[k]:+.1f} | {se:.1f} | {truth[k] / se:+.2f} |"
+
+
 @pytest.mark.slow
 def test_a_script_under_a_minutes_budget_is_scored_from_its_checkpoint(tiny_fashion):
     seen = []
