@@ -430,7 +430,8 @@ def effects(paths, column="fd_resized"):
             continue
         sigma2 = np.sum((y - x @ coef) ** 2) / dof if dof else float("nan")
         se = np.sqrt(np.diag(np.linalg.inv(x.T @ x)) * sigma2)
-        lines = [f"{label}: {len(y)} runs, {len(seeds)} seed(s), residual sd {np.sqrt(sigma2):.1f} ({dof} dof)", "",
+        noise = f"residual sd {np.sqrt(sigma2):.1f} ({dof} dof)" if dof else "no residual left to estimate noise"
+        lines = [f"{label}: {len(y)} runs, {len(seeds)} seed(s), {noise}", "",
                  "| switch | effect (plain − ours) | standard error | t |", "| --- | ---: | ---: | ---: |"]
         for i, k in enumerate(SWITCHES, start=len(seeds)):
             cells = f"{2 * se[i]:.1f} | {coef[i] / se[i]:+.2f}" if dof else "– | –"

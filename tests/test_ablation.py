@@ -199,6 +199,12 @@ def test_effects_recovers_each_switch_effect_with_seed_blocks(tmp_path):
     se = 2 * np.sqrt(8 / 23 / 32)
     for k, line in zip(ab.SWITCHES, lines[4:]):
         assert line == f"| {k} | {truth[k]:+.1f} | {se:.1f} | {truth[k] / se:+.2f} |"
+    with open(path) as f:  # the first half of one replicate: 8 runs, exactly as many as the unknowns
+        path.with_name("half.csv").write_text("".join(f.readlines()[:9]))
+    assert ab.effects([str(path.with_name("half.csv"))]).splitlines()[0] == (
+        "step 2000: 8 runs, 1 seed(s), no residual left to estimate noise")
+    path.with_name("few.csv").write_text("config,seed,step,fd_resized\nours,0,2000,1\nplain,0,2000,2\n")
+    assert "do not separate" in ab.effects([str(path.with_name("few.csv"))])
 
 
 @pytest.mark.slow
