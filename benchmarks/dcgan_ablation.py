@@ -350,6 +350,21 @@ def geometry_floor(scorer):
     return "\n".join(lines + [""] + converted)
 
 
+def read_rows(paths):
+    """Every row of the CSV files, as dicts."""
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def levels(name):
+    """A DCGAN config's switches coded as in the factorial: +1 at plain's value, -1 at ours'."""
+    cfg = config(name)
+    return [1 if cfg[k] == PLAIN[k] else -1 for k in SWITCHES]
+
+
 def budget(row):
     """A CSV row's budget: "step N" (an evaluation at N generator steps) or "M min" (a --minutes stop)."""
     return row.get("budget") or f"step {int(row['step'])}"
@@ -363,7 +378,7 @@ def budget_order(b):  # "step N" by N, then "M min" by M
 def summary(paths, column="fd_resized"):
     """Markdown: mean +- std (n) of `column` per config and budget (an evaluated step, or a --minutes stop), over
     the rows of the CSV files."""
-    rows = [r for path in paths for r in csv.DictReader(open(path))]
+    rows = read_rows(paths)
     budgets = sorted({budget(r) for r in rows}, key=budget_order)
     names = list(dict.fromkeys(r["config"] for r in rows))
     lines = ["| config | " + " | ".join(budgets) + " |", "| --- |" + " ---: |" * len(budgets)]
@@ -387,7 +402,7 @@ def compare(paths, a, b, column="fd_resized", permutations=100_000):
     name several configs joined by commas, pooled into one arm (e.g. "dcgan.py,ours": one algorithm, two programs)."""
     arms = {name: arm for arm in (a, b) for name in arm.split(",")}
     values = {}
-    for r in (r for path in paths for r in csv.DictReader(open(path))):
+    for r in read_rows(paths):
         if r["config"] in arms and r.get(column):
             values.setdefault(budget(r), {}).setdefault(arms[r["config"]], []).append(float(r[column]))
     lines = [f"| budget | {a} | {b} | difference | Welch t | permutation p |", "| --- |" + " ---: |" * 5]
@@ -413,14 +428,13 @@ def effects(paths, column="fd_resized"):
     Each seed is its own block (its own intercept), so a seed shared by a whole replicate cancels out. The standard
     errors come from the residuals (the runs' noise beyond the additive model); none when no degrees of freedom are
     left. The scripts' rows (dcgan.py) are not harness runs and are left out."""
-    rows = [r for path in paths for r in csv.DictReader(open(path))
+    rows = [r for r in read_rows(paths)
             if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
     out = []
     for label in sorted({budget(r) for r in rows}, key=budget_order):
         runs = [r for r in rows if budget(r) == label]
         seeds = sorted({r["seed"] for r in runs})
-        x = np.array([[float(r["seed"] == s) for s in seeds] +
-                      [1.0 if config(r["config"])[k] == PLAIN[k] else -1.0 for k in SWITCHES] for r in runs])
+        x = np.array([[float(r["seed"] == s) for s in seeds] + levels(r["config"]) for r in runs], dtype=float)
         y = np.array([float(r[column]) for r in runs])
         coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
         dof = len(y) - rank

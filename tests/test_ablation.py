@@ -172,9 +172,8 @@ def test_compare_pools_arms_and_gives_welch_t_and_a_permutation_p(tmp_path):
     assert abs(float(cells[5]) - 2 / 20) < 0.01
 
 
-
 def test_the_factorial_design_is_resolution_iv_and_holds_both_corners():
-    levels = np.array([[1 if ab.config(name)[k] == ab.PLAIN[k] else -1 for k in ab.SWITCHES] for name in ab.FACTORIAL])
+    levels = np.array([ab.levels(name) for name in ab.FACTORIAL])
     assert levels.shape == (16, 7) and len(set(ab.FACTORIAL)) == 16
     assert (levels.T @ levels == 16 * np.eye(7)).all()  # balanced, every pair of switches orthogonal
     pairs = [levels[:, j] * levels[:, k] for j in range(7) for k in range(j + 1, 7)]
@@ -189,7 +188,7 @@ def test_effects_recovers_each_switch_effect_with_seed_blocks(tmp_path):
         f.write("config,seed,step,fd_resized\n")
         for seed, offset in ((100, 50.0), (101, 57.0)):  # a second replicate, 7 points worse throughout
             for name in ab.FACTORIAL:
-                x = {k: 1 if ab.config(name)[k] == ab.PLAIN[k] else -1 for k in ab.SWITCHES}
+                x = dict(zip(ab.SWITCHES, ab.levels(name)))
                 noise = 0.5 * x["fit"] * x["g_bn0"]  # a 2-switch interaction: orthogonal to every main effect
                 f.write(f"{name},{seed},2000,{offset + sum(truth[k] / 2 * x[k] for k in truth) + noise}\n")
         f.write("dcgan.py,0,2000,99\n")  # a script row: not a harness run, left out
