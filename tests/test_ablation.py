@@ -66,6 +66,40 @@ def test_padding_keeps_the_pixels_and_cropping_it_gives_data_py_geometry(tiny_fa
     assert ab.to_padded(padded, "pad") is padded and ab.to_padded(padded, "resize").shape == padded.shape
 
 
+def test_ours_is_dcgan_py_step_for_step():
+    """The harness's "ours" runs dcgan.py's own train step: from the same weights, batches and z seed, three steps of
+    dcgan.make_train_step (its strategy, optimizers, loss averaging) and of ours leave the same weights, and a single
+    switch (ours+bn_eps) does not. So what the harness finds about ours holds for dcgan.py."""
+    args = dcgan.parse_args(["--batch_size", str(ab.BATCH), "--seed", "3"])
+    strategy = common.make_strategy(args)
+    keras.utils.set_random_seed(3)
+    with strategy.scope():
+        g, d = ops.make_generator(32, 1, ab.Z_DIM, 64), ops.make_critic(32, 1, 64, norm="batch")
+        g_opt, d_opt = dcgan.make_optimizers(args, g, d)
+        rng = tf.random.Generator.from_seed(3)
+        progress = common.Progress(generator=g_opt, critic=d_opt)
+    start = (g.get_weights(), d.get_weights())
+    batches = np.random.default_rng(0).uniform(-1, 1, (3, ab.BATCH, 32, 32, 1)).astype(np.float32)
+    script_step = dcgan.make_train_step(args, strategy, g, d, g_opt, d_opt, rng, progress)
+    iterator = iter(tf.data.Dataset.from_tensor_slices(batches))
+    script_losses = [float(script_step(iterator)["critic_loss"]) for _ in batches]
+
+    def harness(name):
+        cfg = ab.config(name)
+        hg, hd = ab.plain_generator(cfg), ab.plain_critic(cfg)
+        hg.set_weights(start[0])  # same layers in the same order (test above), so the same weights
+        hd.set_weights(start[1])
+        opts = [keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999, epsilon=cfg["adam_eps"]) for _ in "gd"]
+        step = ab.make_train_step(cfg, hg, hd, *opts, tf.random.Generator.from_seed(3))
+        return [float(step(tf.constant(b))[0]) for b in batches], hg.get_weights() + hd.get_weights()
+    losses, weights = harness("ours")
+    np.testing.assert_allclose(losses, script_losses, rtol=1e-5)
+    for got, want in zip(weights, g.get_weights() + d.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    _, other = harness("ours+bn_eps")
+    assert max(np.abs(a - b).max() for a, b in zip(other, weights)) > 1e-4
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("reuse, draws", [("reuse", 1), ("redraw", 2)])
 def test_z_switch_draws_one_or_two_batches_per_step(reuse, draws):
