@@ -100,6 +100,46 @@ def test_ours_is_dcgan_py_step_for_step():
     assert max(np.abs(a - b).max() for a, b in zip(other, weights)) > 1e-4
 
 
+def test_ours_wgan_gp_is_wgan_gp_py_step_for_step(monkeypatch):
+    """The same for WGAN-GP: one step (five critic updates and a generator update) of wgan_gp.make_train_step and of
+    ours_wgan_gp from the same weights, batches and z/epsilon seed leave the same weights; with lambda 1 instead of
+    10 they do not. Both use Adam(1e-4, 0, 0.9) with epsilon 1e-2 here: with beta_1 = 0 and the real 1e-8, a first
+    update moves each weight by +-lr whatever its gradient's size, so the last bit of a near-zero gradient (the two
+    programs sum the loss in another order) flips a sign and the comparison would see rounding, not the algorithm."""
+    import wgan_gp
+    args = wgan_gp.parse_args(["--batch_size", str(ab.BATCH), "--seed", "3"])
+    assert (args.lr, args.beta1, args.beta2, args.n_critic, args.gp_weight) == (1e-4, 0.0, 0.9, ab.N_CRITIC,
+                                                                               ab.GP_WEIGHT)
+
+    def adams():
+        return [keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2, epsilon=1e-2) for _ in "gd"]
+    strategy = common.make_strategy(args)
+    keras.utils.set_random_seed(3)
+    with strategy.scope():
+        g, d = ops.make_generator(32, 1, ab.Z_DIM, 64), ops.make_critic(32, 1, 64, norm=args.norm)
+        g_opt, d_opt = adams()
+        progress = common.Progress(generator=g_opt, critic=d_opt)
+        script_step = wgan_gp.make_train_step(args, strategy, g, d, g_opt, d_opt, tf.random.Generator.from_seed(3),
+                                              progress)
+    start = g.get_weights() + d.get_weights()
+    batches = np.random.default_rng(0).uniform(-1, 1, (ab.N_CRITIC, ab.BATCH, 32, 32, 1)).astype(np.float32)
+    script_step(iter(tf.data.Dataset.from_tensor_slices(batches)), tf.constant(args.n_critic))
+    script = g.get_weights() + d.get_weights()
+
+    def harness():
+        cfg = ab.config("ours_wgan_gp")
+        hg, hd = ab.plain_generator(cfg), ab.plain_critic(cfg, layer_norm=True)
+        hg.set_weights(start[:len(hg.weights)])
+        hd.set_weights(start[len(hg.weights):])
+        step = ab.make_wgan_gp_step(hg, hd, *adams(), tf.random.Generator.from_seed(3))
+        step(iter(tf.data.Dataset.from_tensor_slices(batches)))
+        return hg.get_weights() + hd.get_weights()
+    for got, want in zip(harness(), script):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    monkeypatch.setattr(ab, "GP_WEIGHT", 1.0)
+    assert max(np.abs(a - b).max() for a, b in zip(harness(), script)) > 1e-6
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("reuse, draws", [("reuse", 1), ("redraw", 2)])
 def test_z_switch_draws_one_or_two_batches_per_step(reuse, draws):
