@@ -427,27 +427,36 @@ def effects(paths, column="fd_resized"):
     table per budget: score = seed's baseline + sum over switches of effect / 2 * (+1 plain's value, -1 ours').
     Each seed is its own block (its own intercept), so a seed shared by a whole replicate cancels out. The standard
     errors come from the residuals (the runs' noise beyond the additive model); none when no degrees of freedom are
-    left. The scripts' rows (dcgan.py) are not harness runs and are left out."""
+    left. The scripts' rows (dcgan.py) are not harness runs and are left out. A switch at one value in every run of
+    a budget (e.g. a 2x2 of two switches) is not estimated and is listed as held."""
     rows = [r for r in read_rows(paths)
             if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
     out = []
     for label in sorted({budget(r) for r in rows}, key=budget_order):
         runs = [r for r in rows if budget(r) == label]
         seeds = sorted({r["seed"] for r in runs})
-        x = np.array([[float(r["seed"] == s) for s in seeds] + levels(r["config"]) for r in runs], dtype=float)
+        coded = np.array([levels(r["config"]) for r in runs], dtype=float)
+        varied = [k for j, k in enumerate(SWITCHES) if len(set(coded[:, j])) > 1]
+        x = np.array([[float(r["seed"] == s) for s in seeds] for r in runs], dtype=float)
+        x = np.hstack([x, coded[:, [list(SWITCHES).index(k) for k in varied]]])
         y = np.array([float(r[column]) for r in runs])
         coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
         dof = len(y) - rank
         if rank < x.shape[1]:
-            out.append(f"{label}: {len(y)} runs do not separate the {len(SWITCHES)} switches and {len(seeds)} "
-                       "seed(s); run the whole --configs factorial.\n")
+            out.append(f"{label}: {len(y)} runs do not separate the {len(varied)} switches they vary and "
+                       f"{len(seeds)} seed(s); run the whole --configs factorial.\n")
             continue
         sigma2 = np.sum((y - x @ coef) ** 2) / dof if dof else float("nan")
         se = np.sqrt(np.diag(np.linalg.inv(x.T @ x)) * sigma2)
         noise = f"residual sd {np.sqrt(sigma2):.1f} ({dof} dof)" if dof else "no residual left to estimate noise"
         lines = [f"{label}: {len(y)} runs, {len(seeds)} seed(s), {noise}", "",
                  "| switch | effect (plain − ours) | standard error | t |", "| --- | ---: | ---: | ---: |"]
-        for i, k in enumerate(SWITCHES, start=len(seeds)):
+        for k in SWITCHES:
+            if k not in varied:
+                held = "plain's" if coded[0, list(SWITCHES).index(k)] > 0 else "ours'"
+                lines.append(f"| {k} | held at {held} value | – | – |")
+                continue
+            i = len(seeds) + varied.index(k)
             cells = f"{2 * se[i]:.1f} | {coef[i] / se[i]:+.2f}" if dof else "– | –"
             lines.append(f"| {k} | {2 * coef[i]:+.1f} | {cells} |")
         out.append("\n".join(lines) + "\n")

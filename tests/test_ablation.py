@@ -278,6 +278,17 @@ def test_effects_recovers_each_switch_effect_with_seed_blocks(tmp_path):
         "step 2000: 8 runs, 1 seed(s), no residual left to estimate noise")
     path.with_name("few.csv").write_text("config,seed,step,fd_resized\nours,0,2000,1\nplain,0,2000,2\n")
     assert "do not separate" in ab.effects([str(path.with_name("few.csv"))])
+    # a 2x2 of g_bn0 and adam_eps at two seeds: those two are estimated, the five held switches are listed as held;
+    # effects -5 and +2, and an interaction of +-0.5 (orthogonal to both) as the residual: sd sqrt(8 * 0.25 / 4)
+    cells = {"ours": 0.5, "ours+g_bn0": -5.5, "ours+adam_eps": 1.5, "ours+g_bn0+adam_eps": -2.5}
+    two = ["config,seed,step,fd_resized"] + [f"{name},{seed},2000,{offset + v}" for seed, offset in ((1, 40), (2, 45))
+                                             for name, v in cells.items()]
+    path.with_name("two.csv").write_text("\n".join(two) + "\n")
+    lines = ab.effects([str(path.with_name("two.csv"))]).splitlines()
+    assert lines[0] == f"step 2000: 8 runs, 2 seed(s), residual sd {np.sqrt(0.5):.1f} (4 dof)"
+    assert lines[4 + list(ab.SWITCHES).index("g_bn0")] == "| g_bn0 | -5.0 | 0.5 | -10.00 |"
+    assert lines[4 + list(ab.SWITCHES).index("adam_eps")] == "| adam_eps | +2.0 | 0.5 | +4.00 |"
+    assert lines[4] == "| fit | held at ours' value | – | – |"
 
 
 @pytest.mark.slow
