@@ -436,9 +436,10 @@ def effects(paths, column="fd_resized"):
         runs = [r for r in rows if budget(r) == label]
         seeds = sorted({r["seed"] for r in runs})
         coded = np.array([levels(r["config"]) for r in runs], dtype=float)
-        varied = [k for j, k in enumerate(SWITCHES) if len(set(coded[:, j])) > 1]
+        column_of = {k: j for j, k in enumerate(SWITCHES)}
+        varied = [k for k, j in column_of.items() if len(set(coded[:, j])) > 1]
         x = np.array([[float(r["seed"] == s) for s in seeds] for r in runs], dtype=float)
-        x = np.hstack([x, coded[:, [list(SWITCHES).index(k) for k in varied]]])
+        x = np.hstack([x, coded[:, [column_of[k] for k in varied]]])
         y = np.array([float(r[column]) for r in runs])
         coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
         dof = len(y) - rank
@@ -453,7 +454,7 @@ def effects(paths, column="fd_resized"):
                  "| switch | effect (plain − ours) | standard error | t |", "| --- | ---: | ---: | ---: |"]
         for k in SWITCHES:
             if k not in varied:
-                held = "plain's" if coded[0, list(SWITCHES).index(k)] > 0 else "ours'"
+                held = "plain's" if coded[0, column_of[k]] > 0 else "ours'"
                 lines.append(f"| {k} | held at {held} value | – | – |")
                 continue
             i = len(seeds) + varied.index(k)
