@@ -265,6 +265,14 @@ class Scorer:
         return (resized if fit == "resize" else padded), resized, padded
 
 
+def make_optimizers(cfg, wgan_gp, epsilon=None):
+    """(G's Adam, D's Adam): DCGAN's (2e-4, 0.5, 0.999) or WGAN-GP's (1e-4, 0, 0.9), epsilon cfg["adam_eps"] unless
+    given."""
+    lr, beta_1, beta_2 = (1e-4, 0.0, 0.9) if wgan_gp else (2e-4, 0.5, 0.999)
+    eps = cfg["adam_eps"] if epsilon is None else epsilon
+    return tuple(keras.optimizers.Adam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=eps) for _ in "gc")
+
+
 def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=None, minutes=0):
     """Yields one row per evaluation of config `name` trained with `seed`: every `eval_every` steps (0: none) and at
     the end, after `steps` generator steps or, with `minutes`, once that much training time has passed."""
@@ -272,8 +280,7 @@ def train(name, seed, steps, eval_every, scorer, eval_samples=10_000, images=Non
     keras.utils.set_random_seed(seed)
     wgan_gp = is_wgan_gp(name)
     generator, critic = plain_generator(cfg), plain_critic(cfg, layer_norm=wgan_gp)
-    lr, beta_1, beta_2 = (1e-4, 0.0, 0.9) if wgan_gp else (2e-4, 0.5, 0.999)
-    g_opt, c_opt = (keras.optimizers.Adam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=cfg["adam_eps"]) for _ in "gc")
+    g_opt, c_opt = make_optimizers(cfg, wgan_gp)
     rng = tf.random.Generator.from_seed(seed)
     x = real_images(cfg["fit"]) if images is None else images
     dataset = (tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -431,12 +438,12 @@ def effects(paths, column="fd_resized"):
     a budget (e.g. a 2x2 of two switches) is not estimated and is listed as held."""
     rows = [r for r in read_rows(paths)
             if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
+    column_of = {k: j for j, k in enumerate(SWITCHES)}
     out = []
     for label in sorted({budget(r) for r in rows}, key=budget_order):
         runs = [r for r in rows if budget(r) == label]
         seeds = sorted({r["seed"] for r in runs})
         coded = np.array([levels(r["config"]) for r in runs], dtype=float)
-        column_of = {k: j for j, k in enumerate(SWITCHES)}
         varied = [k for k, j in column_of.items() if len(set(coded[:, j])) > 1]
         x = np.array([[float(r["seed"] == s) for s in seeds] for r in runs], dtype=float)
         x = np.hstack([x, coded[:, [column_of[k] for k in varied]]])

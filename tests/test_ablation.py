@@ -89,8 +89,7 @@ def test_ours_is_dcgan_py_step_for_step():
         hg, hd = ab.plain_generator(cfg), ab.plain_critic(cfg)
         hg.set_weights(start[0])  # same layers in the same order (test above), so the same weights
         hd.set_weights(start[1])
-        opts = [keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999, epsilon=cfg["adam_eps"]) for _ in "gd"]
-        step = ab.make_train_step(cfg, hg, hd, *opts, tf.random.Generator.from_seed(3))
+        step = ab.make_train_step(cfg, hg, hd, *ab.make_optimizers(cfg, False), tf.random.Generator.from_seed(3))
         return [float(step(tf.constant(b))[0]) for b in batches], hg.get_weights() + hd.get_weights()
     losses, weights = harness("ours")
     np.testing.assert_allclose(losses, script_losses, rtol=1e-5)
@@ -108,11 +107,14 @@ def test_ours_wgan_gp_is_wgan_gp_py_step_for_step(monkeypatch):
     programs sum the loss in another order) flips a sign and the comparison would see rounding, not the algorithm."""
     import wgan_gp
     args = wgan_gp.parse_args(["--batch_size", str(ab.BATCH), "--seed", "3"])
-    assert (args.lr, args.beta1, args.beta2, args.n_critic, args.gp_weight) == (1e-4, 0.0, 0.9, ab.N_CRITIC,
-                                                                               ab.GP_WEIGHT)
+    cfg = ab.config("ours_wgan_gp")
+    harness_adam = ab.make_optimizers(cfg, True)[0]  # the harness's Adam is the script's, epsilon aside
+    assert harness_adam.learning_rate.numpy() == np.float32(args.lr)  # a float32 variable
+    assert (args.beta1, args.beta2, args.n_critic, args.gp_weight) == (harness_adam.beta_1, harness_adam.beta_2,
+                                                                       ab.N_CRITIC, ab.GP_WEIGHT)
 
     def adams():
-        return [keras.optimizers.Adam(args.lr, beta_1=args.beta1, beta_2=args.beta2, epsilon=1e-2) for _ in "gd"]
+        return ab.make_optimizers(cfg, True, epsilon=1e-2)
     strategy = common.make_strategy(args)
     keras.utils.set_random_seed(3)
     with strategy.scope():
@@ -127,7 +129,6 @@ def test_ours_wgan_gp_is_wgan_gp_py_step_for_step(monkeypatch):
     script = g.get_weights() + d.get_weights()
 
     def harness():
-        cfg = ab.config("ours_wgan_gp")
         hg, hd = ab.plain_generator(cfg), ab.plain_critic(cfg, layer_norm=True)
         hg.set_weights(start[:len(hg.weights)])
         hd.set_weights(start[len(hg.weights):])
