@@ -42,6 +42,7 @@ Threads: --threads sets TensorFlow's intra- and inter-op pools (1 each lets two 
 """
 import argparse
 import csv
+import itertools
 import json
 import os
 import platform
@@ -428,36 +429,72 @@ def compare(paths, a, b, column="fd_resized", permutations=100_000):
     return "\n".join(lines)
 
 
-def effects(paths, column="fd_resized"):
+def compare_paired(paths, a, b, column="fd_resized"):
+    """Markdown: config `a` against config `b` seed by seed, at each budget where both have a run of the same seed.
+    For two configs that train identically (e.g. plain and plain+bn_momentum: the moving statistics never feed back
+    into training, and the harness is deterministic) the seed's difference is the switch's effect alone, without the
+    seed-to-seed noise. Per budget: the seeds, the mean difference a - b with its standard error, t, and the two-sided
+    sign-flip p-value (every assignment of signs to the differences, 2^n of them: how often one gives a mean at least
+    as far from zero)."""
+    values = {}
+    for r in read_rows(paths):
+        if r["config"] in (a, b) and r.get(column):
+            runs = values.setdefault(budget(r), {}).setdefault(r["config"], {})
+            if r["seed"] in runs:
+                raise common.RunError(f"{r['config']} has two rows for seed {r['seed']} at {budget(r)}; a paired "
+                                      f"comparison needs one per seed.")
+            runs[r["seed"]] = float(r[column])
+    lines = [f"| budget | seeds | {a} − {b} per seed | mean difference | t | sign-flip p |", "| --- |" + " ---: |" * 5]
+    for label, by in sorted(values.items(), key=lambda item: budget_order(item[0])):
+        seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})), key=int)
+        if len(seeds) < 2:
+            continue
+        d = np.array([by[a][s] - by[b][s] for s in seeds])
+        se = d.std(ddof=1) / np.sqrt(len(d))
+        signs = (np.array(list(itertools.product((1.0, -1.0), repeat=len(d)))) if len(d) <= 16  # all 2^n
+                 else np.random.default_rng(0).choice((1.0, -1.0), (100_000, len(d))))  # or a seeded sample
+        p = np.mean(np.abs(signs @ d) >= abs(d.sum()) - 1e-9)
+        t = f"{d.mean() / se:+.2f}" if se > 0 else "–"
+        lines.append(f"| {label} | {' '.join(seeds)} | {' '.join(f'{v:+.1f}' for v in d)} | {d.mean():+.2f} ± "
+                     f"{se:.2f} | {t} | {p:.3f} |")
+    return "\n".join(lines)
+
+
+def effects(paths, column="fd_resized", one_baseline=False):
     """Markdown: each DCGAN switch's main effect (the mean score at plain's value minus at ours'), fitted by least
     squares over every harness DCGAN run in the CSVs (ours, plain, ours+X..., e.g. the --configs factorial runs), one
     table per budget: score = seed's baseline + sum over switches of effect / 2 * (+1 plain's value, -1 ours').
     Each seed is its own block (its own intercept), so a seed shared by a whole replicate cancels out. The standard
     errors come from the residuals (the runs' noise beyond the additive model); none when no degrees of freedom are
     left. The scripts' rows (dcgan.py) are not harness runs and are left out. A switch at one value in every run of
-    a budget (e.g. a 2x2 of two switches) is not estimated and is listed as held."""
-    rows = [r for r in read_rows(paths)
-            if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
+    a budget (e.g. a 2x2 of two switches) is not estimated and is listed as held.
+
+    one_baseline: one intercept for all runs instead of one per seed, and dcgan.py's rows counted as `ours` runs
+    (tests/test_ablation.py: dcgan.py is ours step for step). Measured here, runs that share a seed are as far apart
+    as runs that do not, so the seed blocks buy nothing; without them every run counts, also a seed's lone run."""
+    rows = [dict(r, config="ours") if one_baseline and r["config"] == "dcgan.py" else r for r in read_rows(paths)]
+    rows = [r for r in rows if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
     column_of = {k: j for j, k in enumerate(SWITCHES)}
     out = []
     for label in sorted({budget(r) for r in rows}, key=budget_order):
         runs = [r for r in rows if budget(r) == label]
-        seeds = sorted({r["seed"] for r in runs})
+        seeds = ["all"] if one_baseline else sorted({r["seed"] for r in runs})
         coded = np.array([levels(r["config"]) for r in runs], dtype=float)
         varied = [k for k, j in column_of.items() if len(set(coded[:, j])) > 1]
-        x = np.array([[float(r["seed"] == s) for s in seeds] for r in runs], dtype=float)
+        x = np.array([[float(one_baseline or r["seed"] == s) for s in seeds] for r in runs], dtype=float)
         x = np.hstack([x, coded[:, [column_of[k] for k in varied]]])
         y = np.array([float(r[column]) for r in runs])
         coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
         dof = len(y) - rank
+        blocks = "one baseline" if one_baseline else f"{len(seeds)} seed(s)"
         if rank < x.shape[1]:
             out.append(f"{label}: {len(y)} runs do not separate the {len(varied)} switches they vary and "
-                       f"{len(seeds)} seed(s); run the whole --configs factorial.\n")
+                       f"{blocks}; run the whole --configs factorial.\n")
             continue
         sigma2 = np.sum((y - x @ coef) ** 2) / dof if dof else float("nan")
         se = np.sqrt(np.diag(np.linalg.inv(x.T @ x)) * sigma2)
         noise = f"residual sd {np.sqrt(sigma2):.1f} ({dof} dof)" if dof else "no residual left to estimate noise"
-        lines = [f"{label}: {len(y)} runs, {len(seeds)} seed(s), {noise}", "",
+        lines = [f"{label}: {len(y)} runs, {blocks}, {noise}", "",
                  "| switch | effect (plain − ours) | standard error | t |", "| --- | ---: | ---: | ---: |"]
         for k in SWITCHES:
             if k not in varied:
@@ -502,6 +539,11 @@ def main(argv=None):
     p.add_argument("--effects", action="store_true",
                    help="with --summary: each switch's main effect, fitted over the harness's DCGAN runs (the "
                         "--configs factorial design)")
+    p.add_argument("--paired", action="store_true",
+                   help="with --compare: seed by seed (A's and B's runs of the same seed), for two configs that train "
+                        "identically and differ only at sampling (e.g. plain and plain+bn_momentum)")
+    p.add_argument("--one_baseline", action="store_true",
+                   help="with --effects: one intercept for all runs, not one per seed, and dcgan.py's rows as ours'")
     p.add_argument("--column", default="fd_resized",
                    choices=("fd_resized", "fd_padded", "fd_own", "train_seconds", "step"),
                    help="what --summary tabulates (step: the steps a --minutes run reached)")
@@ -510,12 +552,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     if (args.compare or args.effects) and not args.summary:
         raise common.RunError("--compare and --effects need --summary and the CSV files to read.")
+    if (args.paired and not args.compare) or (args.one_baseline and not args.effects):
+        raise common.RunError("--paired goes with --compare, --one_baseline with --effects.")
     if args.summary:
         if args.effects:
-            print(effects(args.summary, args.column))
+            print(effects(args.summary, args.column, args.one_baseline))
+        elif args.compare:
+            print((compare_paired if args.paired else compare)(args.summary, *args.compare, args.column))
         else:
-            print(compare(args.summary, *args.compare, args.column) if args.compare
-                  else summary(args.summary, args.column))
+            print(summary(args.summary, args.column))
         return
     if "factorial" in args.configs:  # the 16 runs of the design, in place
         args.configs = [c for name in args.configs for c in (FACTORIAL if name == "factorial" else [name])]

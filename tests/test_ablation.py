@@ -247,6 +247,52 @@ def test_compare_pools_arms_and_gives_welch_t_and_a_permutation_p(tmp_path):
     assert abs(float(cells[5]) - 2 / 20) < 0.01
 
 
+def test_paired_compare_takes_each_seeds_difference_and_enumerates_sign_flips(tmp_path):
+    path = tmp_path / "rows.csv"
+    a = {0: 40.0, 1: 50.0, 2: 45.0, 3: 60.0, 9: 1.0}  # seed 9 has no b run: left out
+    diff = {0: 1.0, 1: 2.0, 2: 3.0, 3: -0.5}
+    with open(path, "w") as f:
+        f.write("config,seed,step,fd_resized\n")
+        f.writelines(f"a,{seed},2000,{v}\n" for seed, v in a.items())
+        f.writelines(f"b,{seed},2000,{a[seed] - d}\n" for seed, d in diff.items())
+        f.write("b,0,1000,5\na,0,1000,6\n")  # one seed at step 1000: no row
+    lines = ab.compare_paired([str(path)], "a", "b").splitlines()
+    assert len(lines) == 3
+    d = np.array(list(diff.values()))
+    se = d.std(ddof=1) / 2
+    # of the 16 sign patterns, those with |sum| >= 5.5: all four signs as given or all flipped (5.5), and flipping
+    # only the -0.5 (6.5) or its mirror
+    assert lines[2] == (f"| step 2000 | 0 1 2 3 | +1.0 +2.0 +3.0 -0.5 | +{d.mean():.2f} ± {se:.2f} | "
+                        f"+{d.mean() / se:.2f} | {4 / 16:.3f} |")
+    with open(path, "a") as f:
+        f.write("a,1,2000,51\n")
+    with pytest.raises(common.RunError, match="two rows for seed 1"):
+        ab.compare_paired([str(path)], "a", "b")
+
+
+def test_effects_with_one_baseline_count_every_run_and_dcgan_py_as_ours(tmp_path):
+    truth = dict(zip(ab.SWITCHES, (4.0, -2.0, 0.0, 1.0, 3.0, -1.0, 6.0)))
+    path = tmp_path / "rows.csv"
+
+    def score(name):
+        return 50.0 + sum(truth[k] / 2 * x for k, x in zip(ab.SWITCHES, ab.levels(name)))
+    with open(path, "w") as f:
+        f.write("config,seed,step,fd_resized\n")
+        for seed in (100, 101):
+            for name in ab.FACTORIAL:
+                x = dict(zip(ab.SWITCHES, ab.levels(name)))
+                f.write(f"{name},{seed},2000,{score(name) + 0.5 * x['fit'] * x['g_bn0']}\n")
+        f.write(f"dcgan.py,7,2000,{score('ours')}\nplain,8,2000,{score('plain')}\n")  # lone seeds, on the model
+    blocked = ab.effects([str(path)]).splitlines()
+    pooled = ab.effects([str(path)], one_baseline=True).splitlines()
+    assert blocked[0].startswith("step 2000: 33 runs, 3 seed(s)")  # dcgan.py left out; plain's lone seed 8 kept
+    # one intercept: dcgan.py counts as ours, 34 runs, 8 unknowns; the lone runs sit on the model, so the residual
+    # is the interaction's alone
+    assert pooled[0] == f"step 2000: 34 runs, one baseline, residual sd {np.sqrt(8 / 26):.1f} (26 dof)"
+    for k, line in zip(ab.SWITCHES, pooled[4:]):
+        assert line.startswith(f"| {k} | {truth[k]:+.1f} | ")
+
+
 def test_the_factorial_design_is_resolution_iv_and_holds_both_corners():
     levels = np.array([ab.levels(name) for name in ab.FACTORIAL])
     assert levels.shape == (16, 7) and len(set(ab.FACTORIAL)) == 16
