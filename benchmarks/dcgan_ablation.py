@@ -444,7 +444,8 @@ def compare_paired(paths, a, b, column="fd_resized"):
                 raise common.RunError(f"{r['config']} has two rows for seed {r['seed']} at {budget(r)}; a paired "
                                       f"comparison needs one per seed.")
             runs[r["seed"]] = float(r[column])
-    lines = [f"| budget | seeds | {a} − {b} per seed | mean difference | t | sign-flip p |", "| --- |" + " ---: |" * 5]
+    lines = [f"| budget | seeds | {a} − {b} per seed | mean difference | t | sign-flip p |",
+             "| --- |" + " ---: |" * 5]
     for label, by in sorted(values.items(), key=lambda item: budget_order(item[0])):
         seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})), key=int)
         if len(seeds) < 2:

@@ -99,6 +99,24 @@ def test_ours_is_dcgan_py_step_for_step():
     assert max(np.abs(a - b).max() for a, b in zip(other, weights)) > 1e-4
 
 
+def test_bn_momentum_changes_only_the_moving_statistics():
+    """plain and plain+bn_momentum train identically (batch statistics in training; the moving ones are only read at
+    sampling), so `--compare plain+bn_momentum plain --paired` sees the momentum's effect on sampling alone."""
+    def run(name):
+        cfg = ab.config(name)
+        keras.utils.set_random_seed(5)
+        g, d = ab.plain_generator(cfg), ab.plain_critic(cfg)
+        step = ab.make_train_step(cfg, g, d, *ab.make_optimizers(cfg, False), tf.random.Generator.from_seed(5))
+        for b in np.random.default_rng(0).uniform(-1, 1, (3, ab.BATCH, 32, 32, 1)).astype(np.float32):
+            step(tf.constant(b))
+        trainable = g.trainable_weights + d.trainable_weights
+        return [v.numpy() for v in trainable], [v.numpy() for v in g.non_trainable_weights]
+    trained, moving = run("plain")
+    trained_m, moving_m = run("plain+bn_momentum")
+    assert all(np.array_equal(a, b) for a, b in zip(trained, trained_m))  # bit for bit
+    assert max(np.abs(a - b).max() for a, b in zip(moving, moving_m)) > 1e-3
+
+
 def test_ours_wgan_gp_is_wgan_gp_py_step_for_step(monkeypatch):
     """The same for WGAN-GP: one step (five critic updates and a generator update) of wgan_gp.make_train_step and of
     ours_wgan_gp from the same weights, batches and z/epsilon seed leave the same weights; with lambda 1 instead of
