@@ -436,6 +436,8 @@ def compare_paired(paths, a, b, column="fd_resized"):
     seed-to-seed noise. Per budget: the seeds, the mean difference a - b with its standard error, t, and the two-sided
     sign-flip p-value (every assignment of signs to the differences, 2^n of them: how often one gives a mean at least
     as far from zero)."""
+    if "," in a + b:
+        raise common.RunError("--paired compares two configs seed by seed; it does not pool configs joined by commas.")
     values = {}
     for r in read_rows(paths):
         if r["config"] in (a, b) and r.get(column):

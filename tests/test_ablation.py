@@ -286,6 +286,8 @@ def test_paired_compare_takes_each_seeds_difference_and_enumerates_sign_flips(tm
         f.write("a,1,2000,51\n")
     with pytest.raises(common.RunError, match="two rows for seed 1"):
         ab.compare_paired([str(path)], "a", "b")
+    with pytest.raises(common.RunError, match="does not pool"):
+        ab.compare_paired([str(path)], "a", "b,c")
 
 
 def test_effects_with_one_baseline_count_every_run_and_dcgan_py_as_ours(tmp_path):
