@@ -478,13 +478,14 @@ def effects(paths, column="fd_resized", one_baseline=False):
     rows = [dict(r, config="ours") if one_baseline and r["config"] == "dcgan.py" else r for r in read_rows(paths)]
     rows = [r for r in rows if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
     column_of = {k: j for j, k in enumerate(SWITCHES)}
+    block = (lambda r: "all") if one_baseline else (lambda r: r["seed"])  # noqa: E731 -- the runs' intercepts
     out = []
     for label in sorted({budget(r) for r in rows}, key=budget_order):
         runs = [r for r in rows if budget(r) == label]
-        seeds = ["all"] if one_baseline else sorted({r["seed"] for r in runs})
+        seeds = sorted({block(r) for r in runs})
         coded = np.array([levels(r["config"]) for r in runs], dtype=float)
         varied = [k for k, j in column_of.items() if len(set(coded[:, j])) > 1]
-        x = np.array([[float(one_baseline or r["seed"] == s) for s in seeds] for r in runs], dtype=float)
+        x = np.array([[float(block(r) == s) for s in seeds] for r in runs], dtype=float)
         x = np.hstack([x, coded[:, [column_of[k] for k in varied]]])
         y = np.array([float(r[column]) for r in runs])
         coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
