@@ -3,7 +3,9 @@
 Sources: Fashion-MNIST (default), MNIST, CIFAR-10, and any folder tree of JPEG/PNG files (extracted CelebA, LSUN).
 Every source is decoded, resized and channel-converted once, to uint8 at the training size, so that no epoch after
 the first decodes anything. The small datasets are converted at load time and kept in memory. PNGs keep their
-alpha (composited on black) and 16-bit depth (scaled exactly).
+alpha (composited on black) and 16-bit depth (scaled exactly). fit="pad" instead centres a built-in dataset's
+images, pixels unchanged, on a black canvas of the training size (Fashion-MNIST 28 -> 32: a 2-pixel border of 0,
+-1 after scaling), as many DCGAN implementations feed MNIST; folders, whose sizes vary, are always resized.
 
 Folder cache. A folder's images are decoded once into a cache, a directory of raw uint8 files (image_size^2 *
 channels bytes per image, PACK images to a file, or one per file when they are read from disk), under
@@ -60,6 +62,7 @@ import tensorflow as tf
 from PIL import Image
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "folder")
+FITS = ("resize", "pad")  # how source images reach the training size (see the module docstring)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Where Debian's `dataset-fashion-mnist` package puts the IDX files; a module constant so tests can move it.
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -92,24 +95,28 @@ class DataError(Exception):
 
 # ---------------------------------------------------------------------------------------------- public API
 
-def load_images(name, data_dir=None, image_size=32, channels=1, split="train", limit=None):
+def load_images(name, data_dir=None, image_size=32, channels=1, split="train", limit=None, fit="resize"):
     """Whole dataset (or its first `limit` images) as uint8 (N, image_size, image_size, channels).
 
     For "folder", `split` is ignored, the files are taken in sorted path order, and damaged files are left out
     (with a warning each; more than 1% of them is a DataError), so N can be smaller than the number of files.
+    fit="pad" (built-in datasets only) centres the original pixels on a black image_size canvas instead of
+    resizing; an odd difference puts the smaller half at the top and left.
     """
-    _check_args(name, image_size, channels, split)
+    _check_args(name, image_size, channels, split, fit)
     if name == "folder":
         paths, problems = _scan_folder(data_dir, limit)
         images, failed = _decode_all([p for p in paths if p not in problems], image_size, channels)
         _drop_damaged(data_dir, paths, {**problems, **failed})
         return images
-    raw = _load_cifar10(data_dir, split) if name == "cifar10" else _load_idx_dataset(name, data_dir, split)
-    return _convert_all(raw[:limit], image_size, channels)
+    raw = (_load_cifar10(data_dir, split) if name == "cifar10" else _load_idx_dataset(name, data_dir, split))[:limit]
+    if fit == "pad":
+        raw = _pad(raw, image_size, name)  # then _convert_all converts the channels only
+    return _convert_all(raw, image_size, channels)
 
 
 def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, seed=0, start_batch=0,
-                 parts=1, take=None, dequantize=False):
+                 parts=1, take=None, dequantize=False, fit="resize"):
     """Infinite dataset of float32 [batch_size // parts, image_size, image_size, channels] slices in [-1, 1].
 
     Pixel value v (0..255) becomes v / 127.5 - 1; with dequantize, (v + u) / 128 - 1 with u ~ U(0, 1), spread over
@@ -120,8 +127,9 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
     Each batch is cut into `parts` consecutive slices, and the slices whose index is in `take` (default: all) are
     yielded in index order, batch after batch: parts=1 yields whole batches, parts=R with take=[r] the slices
     replica r of R trains on. Every shape is static, so a tf.function traced on one element never retraces.
+    `fit` is load_images'.
     """
-    _check_args(name, image_size, channels)
+    _check_args(name, image_size, channels, fit=fit)
     if batch_size < 1 or start_batch < 0:
         raise DataError(f"batch_size must be >= 1 and start_batch >= 0, got {batch_size} and {start_batch}.")
     if not isinstance(parts, (int, np.integer)) or parts < 1 or batch_size % parts:
@@ -134,7 +142,7 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
     if name == "folder":
         source, in_memory = _folder_source(data_dir, image_size, channels)  # in memory, or the cache's files
     else:
-        source, in_memory = _builtin_source(name, data_dir, image_size, channels), True
+        source, in_memory = _builtin_source(name, data_dir, image_size, channels, fit), True
     source = _host_tensor(source)
     n = int(source.shape[0])
     per_epoch = n // batch_size
@@ -239,9 +247,15 @@ def save_image(array_uint8, path):
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _check_args(name, image_size, channels, split="train"):
+def _check_args(name, image_size, channels, split="train", fit="resize"):
     if name not in DATASETS:
         raise DataError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
+    if fit not in FITS:
+        raise DataError(f"fit must be one of {', '.join(FITS)}, got {fit!r}.")
+    if fit == "pad" and name == "folder":
+        # A folder's images come in many sizes, and its cache (keyed without fit) holds resized images only.
+        raise DataError("--fit pad is for the built-in datasets, whose images share one size; a folder's images "
+                        "vary in size, so use --fit resize.")
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
     if not isinstance(image_size, (int, np.integer)) or image_size < 1:
@@ -266,6 +280,16 @@ def _convert_all(images, image_size, channels):
     for start in range(0, len(images), _CHUNK):
         out[start:start + _CHUNK] = _resize_uint8(images[start:start + _CHUNK], image_size, channels).numpy()
     return out
+
+
+def _pad(images, image_size, name):
+    """uint8 (N, h, w, c) -> (N, image_size, image_size, c): the originals, untouched, centred on black (0)."""
+    h, w = images.shape[1:3]
+    if h > image_size or w > image_size:
+        raise DataError(f"--fit pad needs images no larger than --image_size: {name} is {h}x{w}, --image_size is "
+                        f"{image_size}; use --fit resize.")
+    top, left = (image_size - h) // 2, (image_size - w) // 2  # an odd difference: the smaller half first
+    return np.pad(images, ((0, 0), (top, image_size - h - top), (left, image_size - w - left), (0, 0)))
 
 
 def _resize_uint8(images, image_size, channels):
@@ -335,7 +359,7 @@ def _host_tensor(array):
         return tf.constant(array)
 
 
-def _builtin_source(name, data_dir, image_size, channels):
+def _builtin_source(name, data_dir, image_size, channels, fit):
     """load_images(name, ...), kept for the next call with the same arguments and unchanged files: a benchmark
     builds the data once per row, and resizing Fashion-MNIST to 64x64 takes seconds each time."""
     if name == "fashion_mnist" and data_dir is None:
@@ -352,10 +376,10 @@ def _builtin_source(name, data_dir, image_size, channels):
             files += [(e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(place) if e.is_file()]
         elif os.path.isfile(place):
             files.append((place, os.path.getsize(place), os.stat(place).st_mtime_ns))
-    key = (name, image_size, channels, tuple(sorted(files)))
+    key = (name, image_size, channels, fit, tuple(sorted(files)))  # fit: padded and resized images differ
     if key not in _memo:
         _memo.clear()  # first: the old entry's memory is free before the new one is loaded
-        _memo[key] = _host_tensor(load_images(name, data_dir, image_size, channels))
+        _memo[key] = _host_tensor(load_images(name, data_dir, image_size, channels, fit=fit))
     return _memo[key]
 
 

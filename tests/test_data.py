@@ -232,6 +232,68 @@ def test_cifar_truncated_pickle(cifar_dir):
     assert_one_sentence_naming(err, path)
 
 
+# ---------------------------------------------------------------------------------------------- --fit pad
+
+@pytest.fixture
+def idx28_dir(tmp_path):
+    """(a --data_dir of 6 train images of 28x28 like (Fashion-)MNIST's, those images): no pixel is 0, so a black
+    border can only come from the padding."""
+    images = np.random.default_rng(4).integers(1, 256, (6, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
+    return str(tmp_path), images
+
+
+def as_set(images):
+    return sorted(image.tobytes() for image in images)
+
+
+def test_pad_centres_the_originals_on_black(idx28_dir):
+    folder, originals = idx28_dir
+    padded = data.load_images("mnist", folder, 32, fit="pad")
+    np.testing.assert_array_equal(padded, np.pad(originals, ((0, 0), (2, 2), (2, 2)))[..., None])
+    np.testing.assert_array_equal(data.load_images("mnist", folder, 32, channels=3, fit="pad"),
+                                  np.repeat(padded, 3, axis=-1))  # gray -> RGB still applies
+    # 28 -> 31: the odd pixel goes to the bottom and the right.
+    np.testing.assert_array_equal(data.load_images("mnist", folder, 31, fit="pad")[..., 0],
+                                  np.pad(originals, ((0, 0), (1, 2), (1, 2))))
+    np.testing.assert_array_equal(data.load_images("mnist", folder, 28, fit="pad")[..., 0], originals)
+    # The pipeline, right after a resize pipeline of the same files (kept in memory): the padded images, in [-1, 1].
+    take(data.make_dataset("mnist", folder, 32, batch_size=6), 1)
+    [batch] = take(data.make_dataset("mnist", folder, 32, batch_size=6, fit="pad"), 1)
+    assert as_set(data.to_uint8(batch)) == as_set(padded)  # one epoch of 6: every image once
+    assert (batch[:, :2] == -1).all() and (batch[:, :, -2:] == -1).all()
+
+
+def test_resize_is_unchanged_by_the_fit_flag(idx28_dir):
+    folder, originals = idx28_dir
+    # What data.py has always done: a plain bilinear upscale, rounded.
+    expected = tf.image.resize(originals[..., None].astype(np.float32), [32, 32], method="bilinear")
+    expected = np.round(np.clip(expected.numpy(), 0, 255)).astype(np.uint8)
+    np.testing.assert_array_equal(data.load_images("mnist", folder, 32), expected)
+    np.testing.assert_array_equal(data.load_images("mnist", folder, 32, fit="resize"), expected)
+    take(data.make_dataset("mnist", folder, 32, batch_size=6, fit="pad"), 1)
+    [batch] = take(data.make_dataset("mnist", folder, 32, batch_size=6), 1)
+    assert as_set(data.to_uint8(batch)) == as_set(expected)
+
+
+def test_pad_at_cifars_own_size_is_resize(cifar_dir):
+    np.testing.assert_array_equal(data.load_images("cifar10", str(cifar_dir), channels=3, fit="pad"),
+                                  data.load_images("cifar10", str(cifar_dir), channels=3))
+
+
+def test_pad_where_it_means_nothing_is_one_sentence(idx28_dir, image_tree):
+    with pytest.raises(DataError) as err:
+        data.make_dataset("fashion_mnist", idx28_dir[0], image_size=16, batch_size=2, fit="pad")
+    assert str(err.value) == ("--fit pad needs images no larger than --image_size: fashion_mnist is 28x28, "
+                              "--image_size is 16; use --fit resize.")
+    for call in (data.make_dataset, data.load_images):
+        with pytest.raises(DataError) as err:
+            call("folder", str(image_tree), image_size=16, fit="pad")
+        assert str(err.value).startswith("--fit pad is for the built-in datasets") and "\n" not in str(err.value)
+    with pytest.raises(DataError, match="fit must be one of resize, pad"):
+        data.load_images("mnist", idx28_dir[0], fit="crop")
+
+
 # ---------------------------------------------------------------------------------------------- folders
 
 @pytest.fixture
