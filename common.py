@@ -92,8 +92,14 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
     add("--dataset", default="fashion_mnist", choices=data.DATASETS, help="training images")
     add("--data_dir", default=None,
         help="where the dataset's files are (required for 'folder'); default: the usual place for each dataset")
-    add("--image_size", type=int, default=32, help="images are resized to image_size x image_size")
+    add("--image_size", type=int, default=32,
+        help="images are resized (or padded: --fit) to image_size x image_size")
     add("--channels", type=int, default=1, choices=(1, 3), help="1 = grayscale, 3 = RGB (converted as needed)")
+    add("--fit", default="resize", choices=data.FITS,
+        help="how images reach --image_size: resize = bilinear resize; pad = the original pixels centred on a black "
+             "canvas (Fashion-MNIST 28 -> 32: a 2-pixel border), for the built-in datasets only (a folder's images "
+             "vary in size) and images no larger than --image_size. Default resize: the measurements in "
+             "docs/dcgan_gap.md do not favour padding")
     add("--batch_size", type=int, default=batch_size, help="global batch size (split evenly across devices)")
     add("--steps", type=int, default=steps,
         help="total generator steps of the run (a resumed run stops at the same total); the default is this "
@@ -159,6 +165,7 @@ def parse_args(parser, variant, argv=None):
         saved.setdefault("lr_decay", "none")
         saved.setdefault("dequantize", False)  # runs from before these flags
         saved.setdefault("gen_batch_multiple", 1)
+        saved.setdefault("fit", "resize")
         if saved.get("variant") != variant:
             raise RunError(f"{args.resume} is a {saved.get('variant')} run; resume it with "
                            f"{saved.get('variant')}.py, not {variant}.py.")
@@ -390,7 +397,8 @@ def distribute_dataset(strategy, args, start_batch):
         first = context.input_pipeline_id * local
         return data.make_dataset(args.dataset, args.data_dir, args.image_size, args.channels, args.batch_size,
                                  seed=args.seed, start_batch=start_batch, parts=context.num_replicas_in_sync,
-                                 take=range(first, first + local), dequantize=getattr(args, "dequantize", False))
+                                 take=range(first, first + local), dequantize=getattr(args, "dequantize", False),
+                                 fit=getattr(args, "fit", "resize"))
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 

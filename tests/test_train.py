@@ -351,6 +351,38 @@ def test_resume_refuses_conflicting_flags_and_other_variants(tiny_fashion, tmp_p
         dcgan.main(["--data_dir", tiny_fashion, "--out_dir", str(run_dir)])
 
 
+def test_fit_pad_is_saved_fed_to_the_data_and_refused_on_resume_if_changed(tiny_fashion, tmp_path, capsys):
+    import data
+    argv = ["--data_dir", tiny_fashion, *TINY, "--image_size", "32", "--fit", "pad"]
+    batch = next(iter(common.distribute_dataset(tf.distribute.get_strategy(), dcgan.parse_args(argv), 0)))
+    padded = {image.tobytes() for image in data.load_images("fashion_mnist", tiny_fashion, 32, fit="pad")}
+    assert {image.tobytes() for image in data.to_uint8(batch)} <= padded
+    run_dir = tmp_path / "run"
+    dcgan.main(argv + ["--steps", "1", "--out_dir", str(run_dir)])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["fit"] == "pad"
+    capsys.readouterr()
+    for edit, extra, words in [(None, ["--fit", "resize"], "--fit resize conflicts with the saved run's pad"),
+                               ("fit", ["--fit", "pad"], "--fit pad conflicts with the saved run's resize")]:
+        if edit:  # a config.json from before --fit: a resize run
+            del config[edit]
+            (run_dir / "config.json").write_text(json.dumps(config))
+        before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+        code, _, err = cli_in_process(dcgan.main, ["--resume", run_dir, *extra], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and words in lines[0], lines
+        assert before == {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}  # nothing was touched
+    # Where padding means nothing: one sentence, and no run directory.
+    (tmp_path / "pngs").mkdir()
+    data.save_image(np.zeros((8, 8), np.uint8), str(tmp_path / "pngs" / "0.png"))
+    for extra, words in [(["--image_size", "16"], "fashion_mnist is 28x28, --image_size is 16; use --fit resize."),
+                         (["--dataset", "folder", "--data_dir", tmp_path / "pngs"], "for the built-in datasets")]:
+        code, _, err = cli_in_process(dcgan.main, [*argv, *extra, "--out_dir", tmp_path / "refused"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --fit pad") and words in lines[0], lines
+        assert not (tmp_path / "refused").exists()
+
+
 def test_missing_data_path_is_one_clear_sentence(tmp_path, capsys):
     missing = tmp_path / "nowhere"
     code, _, err = cli_in_process(wgan_gp.main, ["--data_dir", missing, "--steps", 1, "--out_dir", tmp_path / "r"],
