@@ -28,6 +28,8 @@ KID is unbiased (Binkowski et al. 2018, mean of 100 subsets of 1,000). IS is hig
 samples to match papers. Every other metric is lower-is-better. The cache (--cache_dir, default $GAN_CACHE or
 ~/.cache/tf-gans) holds the Inception archive, the classifier and the reference statistics; runs may share it,
 also at the same time. During training, Evaluator scores --eval_samples images every --eval_every steps.
+The reference images have the run's geometry (its --fit: resized, or padded with black); the classifier is the
+one trained on resized images either way, a fixed feature extractor like Inception.
 """
 import argparse
 import contextlib
@@ -492,14 +494,15 @@ def _family(metric):
 
 
 def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache_dir=None, inception=None,
-                split="train", batch_size=100, k=K_NEAREST):
+                split="train", batch_size=100, k=K_NEAREST, fit="resize"):
     """-> score(images uint8 (N, H, W, C)) -> {name: float} for the metric name(s) asked, in the order asked.
 
     The first key is the value to minimise when choosing checkpoints, so pass a lower-is-better metric first
     (the distances fd and kid); default_metric(dataset) is the usual choice. "classes" gives two values, "classes"
     (classes covered) and "classes_kl". score.notes[name] says what each value was computed from (the feature
     network, k, both sample counts), for printing beside it. The feature network and the reference
-    statistics of `dataset`'s `split` are loaded here, or computed once and cached, not at every call.
+    statistics of `dataset`'s `split` are loaded here, or computed once and cached, not at every call. The real
+    images are loaded with `fit` (data.load_images'), the generator's geometry, so that real and fake compare.
     """
     names = [metric] if isinstance(metric, str) else list(metric)
     unknown = [m for m in names if m not in METRICS]
@@ -509,16 +512,19 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
     scorers = {}
     for family in dict.fromkeys(_family(m) for m in names):
         if family == "classifier":
+            # Trained on resized images whatever `fit` is: a fixed feature extractor, as Inception is for FID.
             network, network_id = classifier_network(dataset, data_dir, image_size, channels, cache_dir)
         else:
             network, network_id = inception_network(cache_dir, inception)
             if "is" in names and network(np.zeros((1, 8, 8, 3), np.uint8))[1] is None:
                 raise common.RunError("this Inception graph has no softmax layer, so it gives no Inception Score.")
-        path = os.path.join(cache_dir, "stats", f"{family}-{_key(dataset, data_dir, image_size, channels)}-{split}.npz")
+        geometry = "" if fit == "resize" else f"-{fit}"  # resize keeps the name from before --fit: caches stay valid
+        path = os.path.join(cache_dir, "stats",
+                            f"{family}-{_key(dataset, data_dir, image_size, channels)}{geometry}-{split}.npz")
         reference = _read_statistics(path)
         if str(reference.get("network")) != network_id:  # missing, or made by another network (retrained)
             print(f"computing {family} statistics of {dataset} ({split} split) once ...", file=sys.stderr)
-            feats, _ = _features(network, data.load_images(dataset, data_dir, image_size, channels, split),
+            feats, _ = _features(network, data.load_images(dataset, data_dir, image_size, channels, split, fit=fit),
                                  batch_size)
             mu, sigma = statistics(feats)
             subset = feats[np.random.default_rng(0).permutation(len(feats))[:KID_FEATURES]]
@@ -609,7 +615,7 @@ class Evaluator:
         # --eval_extra (precision, recall, classes, ...) are logged beside the metric, never minimised: the best
         # checkpoint is the lowest distance, the first key.
         self.scorer = make_scorer([self.metric, *[m for m in extra if m != self.metric]], args.dataset,
-                                  args.data_dir, args.image_size, args.channels)
+                                  args.data_dir, args.image_size, args.channels, fit=getattr(args, "fit", "resize"))
         # Not the run's seed: the fixed sample grid uses that noise, and evaluation should see other images.
         self.n, self.z_dim, self.seed = args.eval_samples, args.z_dim, args.seed + 1
 
@@ -662,6 +668,9 @@ def main(argv=None):
     add("--step", type=int, default=None, help="score the run's checkpoint at this step (default: the newest)")
     add("--best", action="store_true", help="score the run's best checkpoint (ckpt_best/)")
     add("--split", choices=("train", "test"), default="train", help="the reference split")
+    add("--fit", choices=data.FITS, default=None,
+        help="how the reference images reach the samples' size, as the training scripts' --fit (default: the run's, "
+             "else resize)")
     add("--cache_dir", default=None, help="where networks and statistics are cached (default $GAN_CACHE or "
                                           "~/.cache/tf-gans)")
     add("--inception", default=None, metavar="PATH",
@@ -680,8 +689,9 @@ def main(argv=None):
         raise common.RunError(f"{args.path} is not a run directory; say which dataset to compare with (--dataset).")
     metric = args.metric or [default_metric(dataset)]
     data_dir = args.data_dir or ((config or {}).get("data_dir") if dataset == (config or {}).get("dataset") else None)
+    fit = args.fit or (config or {}).get("fit", "resize")  # a config from before --fit: resize
     score = make_scorer(metric, dataset, data_dir, images.shape[1], images.shape[3], args.cache_dir,
-                        args.inception, args.split, args.batch_size, args.k)
+                        args.inception, args.split, args.batch_size, args.k, fit)
     try:
         values = score(images)
     except ValueError as e:  # too few images for k

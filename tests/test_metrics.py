@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -535,6 +536,48 @@ def test_cli_scores_a_run_directory(labelled, trained_cache, tmp_path, capsys):
     assert name == "classifier_fd" and float(value.split()[0]) > 0 and "64 fake" in value
     code, out, err = run_main(capsys, str(run_dir), "--best", "--cache_dir", trained_cache)
     assert code == 2 and "best checkpoint" in err and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def stats_files(cache):
+    return sorted(os.listdir(os.path.join(cache, "stats")))
+
+
+def test_pad_statistics_are_of_padded_images_and_cached_apart(labelled, trained_cache, tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    shutil.copytree(trained_cache, cache)
+    monkeypatch.setattr(metrics, "train_classifier", lambda *a, **k: pytest.fail("the resize classifier serves pad"))
+    key = f"classifier-mnist-{hashlib.sha1(os.path.abspath(labelled).encode()).hexdigest()[:8]}-32px-1ch"
+    resized = metrics.make_scorer("classifier_fd", "mnist", labelled, cache_dir=cache)
+    assert stats_files(cache) == [f"{key}-train.npz"]  # the name from before --fit: existing caches stay valid
+    padded = metrics.make_scorer("classifier_fd", "mnist", labelled, cache_dir=cache, fit="pad")
+    assert stats_files(cache) == [f"{key}-pad-train.npz", f"{key}-train.npz"]
+    real = {fit: data.load_images("mnist", labelled, 32, fit=fit) for fit in data.FITS}
+    # The reference images themselves score (about) 0, each against its own geometry's statistics.
+    assert padded(real["pad"])["classifier_fd"] < 1e-3 * resized(real["pad"])["classifier_fd"]
+    assert resized(real["resize"])["classifier_fd"] < 1e-3 * padded(real["resize"])["classifier_fd"]
+
+
+def test_evaluator_and_cli_use_the_runs_fit(labelled, trained_cache, tmp_path, monkeypatch, capsys):
+    cache = str(tmp_path / "cache")
+    shutil.copytree(trained_cache, cache)
+    monkeypatch.setenv("GAN_CACHE", cache)
+    resize_only = stats_files(cache)
+    run_dir = tmp_path / "dcgan-mnist-pad"  # as in test_cli_scores_a_run_directory, with the config's fit
+    run_dir.mkdir()
+    config = dict(variant="dcgan", dataset="mnist", data_dir=labelled, image_size=32, channels=1, z_dim=16, width=8,
+                  seed=0)
+    tf.train.CheckpointManager(tf.train.Checkpoint(generator=ops.make_generator(32, 1, 16, 8)), str(run_dir / "ckpt"),
+                               1, checkpoint_name="ckpt").save(checkpoint_number=1)
+    for fit in (None, "pad"):  # None: args and a config.json from before --fit, i.e. resize
+        (run_dir / "config.json").write_text(json.dumps(config if fit is None else {**config, "fit": fit}))
+        # The CLI scoring the run, then the Evaluator, each from a cache holding the resize statistics only.
+        code, _, err = run_main(capsys, str(run_dir), "--num", "16")
+        assert code == 0, err
+        assert len(stats_files(cache)) == len(resize_only) + (fit == "pad")
+        for name in set(stats_files(cache)) - set(resize_only):
+            os.remove(os.path.join(cache, "stats", name))
+        metrics.Evaluator(eval_args(labelled, **({} if fit is None else {"fit": fit})))
+        assert len(stats_files(cache)) == len(resize_only) + (fit == "pad")
 
 
 # ------------------------------------------------------------------ precision, recall, density, coverage, classes
