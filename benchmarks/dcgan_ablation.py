@@ -180,9 +180,7 @@ def plain_losses(d_real, d_fake):
 
 def real_images(fit, split="train"):
     """Fashion-MNIST as uint8 [N, 32, 32, 1]: data.py's resize, or the 28x28 originals padded with black."""
-    if fit == "resize":
-        return data.load_images("fashion_mnist", image_size=SIZE, split=split)
-    return np.pad(data.load_images("fashion_mnist", image_size=28, split=split), ((0, 0), (2, 2), (2, 2), (0, 0)))
+    return data.load_images("fashion_mnist", image_size=SIZE, split=split, fit=fit)
 
 
 def to_resized(images, fit):
