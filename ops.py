@@ -148,6 +148,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
 def batch_norm():
     # Keras' default momentum 0.99 averages over ~100 steps; PyTorch's DCGAN uses 0.1 in its convention (= 0.9 here).
     # 0.9 follows the reference code, so that moving statistics track the generator closely when sampling.
+    # epsilon 1e-5: dcgan.torch's and PyTorch's (Newmu/dcgan_code: 1e-8); Keras' default 1e-3 is in no reference
+    # code (its effect against a plain Keras DCGAN: docs/dcgan_gap.md).
     # synchronized: on several devices (built inside a multi-device strategy's scope) the batch statistics are
     # those of the global batch, as on one device, and every device keeps the same moving statistics. Only then:
     # on one device it would cost 13% of DCGAN's step time on a CPU for nothing.
