@@ -86,7 +86,7 @@ def cli(main):
 
 
 # ----------------------------------------------------------------------------------------------------- flags
-def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
+def add_common_flags(parser, *, batch_size, steps, norm, first_bn, norms=ops.NORMS):
     """Flags that mean the same thing in all three scripts, spelled the same way."""
     add = parser.add_argument
     add("--dataset", default="fashion_mnist", choices=data.DATASETS, help="training images")
@@ -120,6 +120,11 @@ def add_common_flags(parser, *, batch_size, steps, norm, norms=ops.NORMS):
              "normalisation in G or D; tanh = tanh nonlinearities in G and D; resnet = WGAN-GP's CIFAR-10 ResNet "
              "(32x32 only; its critic's blocks take --norm, the authors' is none). The critic is DCGAN's for "
              "dcgan, nobn_g and mlp_g")
+    add("--first_bn", default=first_bn, choices=ops.FIRST_BNS,
+        help="the generator's first BatchNorm, on the projection of z (--arch dcgan, tanh): feature = statistics, "
+             "gain and bias per unit of the projection, over the batch (Newmu/dcgan_code, the DCGAN paper's first "
+             "author's; WGAN-GP's gan_cifar.py); channel = per channel, over the batch and the 4x4 positions "
+             "(dcgan.torch, pytorch/examples, the WGAN authors' DCGAN_G). Runs saved before this flag are channel")
     add("--dequantize", action="store_true",
         help="spread each 8-bit pixel value uniformly over its quantisation bin, (v + U(0, 1)) / 128 - 1, as the "
              "WGAN-GP authors' CIFAR-10 code does; default v / 127.5 - 1")
@@ -166,6 +171,7 @@ def parse_args(parser, variant, argv=None):
         saved.setdefault("dequantize", False)  # runs from before these flags
         saved.setdefault("gen_batch_multiple", 1)
         saved.setdefault("fit", "resize")
+        saved.setdefault("first_bn", "channel")  # every generator before --first_bn
         if saved.get("variant") != variant:
             raise RunError(f"{args.resume} is a {saved.get('variant')} run; resume it with "
                            f"{saved.get('variant')}.py, not {variant}.py.")
@@ -687,7 +693,8 @@ def load_generator(run_dir, step=None, best=False):
     config = read_config(run_dir)
     path = checkpoint_path(run_dir, step, best)
     generator = ops.make_generator(config["image_size"], config["channels"], config["z_dim"], config["width"],
-                                   arch=config.get("arch", "dcgan"))  # configs from before --arch: dcgan
+                                   arch=config.get("arch", "dcgan"),  # configs from before --arch: dcgan
+                                   first_bn=config.get("first_bn", "channel"))  # and before --first_bn: channel
     try:
         tf.train.Checkpoint(generator=generator).read(path).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data

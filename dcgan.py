@@ -26,7 +26,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # The paper's discriminator has BatchNorm on every layer but the input layer.
-    common.add_common_flags(parser, batch_size=128, steps=10000, norm="batch")
+    # The first BatchNorm per unit of z's projection, as in Newmu/dcgan_code (Radford's own): against dcgan.torch's
+    # per-channel one it measured ahead (docs/dcgan_gap.md, "The first BatchNorm").
+    common.add_common_flags(parser, batch_size=128, steps=10000, norm="batch", first_bn="feature")
     parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, both networks")
     parser.add_argument("--beta1", type=float, default=0.5,
                         help="Adam beta_1 (the paper: 0.9 made training oscillate and unstable)")
@@ -103,7 +105,8 @@ def main(argv=None):
     strategy = common.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
     run = common.Run(args, VARIANT, strategy)  # seeds, precision policy, run directory (written below)
     with strategy.scope():
-        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch)
+        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch,
+                                       first_bn=args.first_bn)
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)  # z, a stream per device; checkpointed

@@ -173,6 +173,12 @@ def norm_layer(norm):
 # --arch: the networks of the papers' architecture experiments (WGAN section 4.3, Figs. 5-7; WGAN-GP section 5.2,
 # Fig. 2, whose code is gan_64x64.py) and WGAN-GP's CIFAR-10 ResNet (gan_cifar_resnet.py, paper appendix F).
 ARCHS = ("dcgan", "nobn_g", "mlp_g", "no_norm", "tanh", "resnet")
+# The generator's first BatchNorm, on the projection of z (archs with BatchNorm in G: dcgan, tanh). The DCGAN
+# authors' two codebases differ: Newmu/dcgan_code (Radford's) normalises each of the projection's units on its own,
+# `relu(batchnorm(T.dot(Z, w), g, b))` with a gain and a bias per unit (`gain_ifn((ngf*8*4*4))`), as does WGAN-GP's
+# gan_cifar.py (`Batchnorm(..., [0], output)` before the reshape); dcgan.torch (Chintala's), pytorch/examples and
+# the WGAN authors' DCGAN_G project with a 4x4 transposed conv and normalise per channel over the 4x4 positions.
+FIRST_BNS = ("feature", "channel")
 MLP_UNITS, MLP_LAYERS = 512, 4
 
 
@@ -186,9 +192,13 @@ def check_arch(arch, image_size):
     base_size(image_size)
 
 
-def make_generator(image_size=32, channels=1, z_dim=100, width=64, arch="dcgan"):
-    """z [B, z_dim] -> images [B, image_size, image_size, channels] in [-1, 1] (float32 output)."""
+def make_generator(image_size=32, channels=1, z_dim=100, width=64, arch="dcgan", first_bn="channel"):
+    """z [B, z_dim] -> images [B, image_size, image_size, channels] in [-1, 1] (float32 output).
+
+    first_bn (FIRST_BNS, above): the first BatchNorm per unit of the projection or per channel."""
     check_arch(arch, image_size)
+    if first_bn not in FIRST_BNS:
+        raise ValueError(f"unknown first BatchNorm {first_bn!r}; choose one of {', '.join(FIRST_BNS)}")
     if arch == "resnet":
         return resnet_generator(channels, z_dim, width)
     if arch == "mlp_g":
@@ -206,7 +216,14 @@ def make_generator(image_size=32, channels=1, z_dim=100, width=64, arch="dcgan")
     z = keras.Input((z_dim,), name="z")
     # Project and reshape: z -> [B, base, base, filters] (the paper's first "fractionally-strided" layer).
     x = keras.layers.Dense(base * base * filters, use_bias=not norm, kernel_initializer=conv_init())(z)
-    x = block(keras.layers.Reshape((base, base, filters))(x))
+    per_unit = norm and first_bn == "feature"
+    if per_unit:
+        # Statistics per unit over the batch alone. Laid out as [B, 1, 1, units], so that BatchNormalization's fused
+        # kernel and its one-all-reduce synchronized path (both 4-d only) take it, as they take every other layer.
+        x = block(keras.layers.Reshape((1, 1, base * base * filters))(x))
+    x = keras.layers.Reshape((base, base, filters))(x)
+    if not per_unit:
+        x = block(x)
     for _ in range(ups - 1):
         if arch != "nobn_g":
             filters //= 2

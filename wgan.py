@@ -27,7 +27,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # BatchNorm in the critic, as in the authors' DCGAN critic; clipping keeps it Lipschitz all the same.
-    common.add_common_flags(parser, batch_size=64, steps=10000, norm="batch")
+    # The WGAN authors' DCGAN_G normalises its first layer per channel (a 4x4 transposed conv, then BatchNorm2d).
+    common.add_common_flags(parser, batch_size=64, steps=10000, norm="batch", first_bn="channel")
     parser.add_argument("--lr", type=float, default=5e-5, help="RMSProp learning rate alpha, both networks")
     parser.add_argument("--clip", type=float, default=0.01, help="clipping bound c for every critic weight")
     parser.add_argument("--n_critic", type=int, default=5, help="critic updates per generator update")
@@ -131,7 +132,8 @@ def main(argv=None):
     strategy = common.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
     run = common.Run(args, VARIANT, strategy)  # seeds, precision policy, run directory (written below)
     with strategy.scope():
-        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch)
+        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch,
+                                       first_bn=args.first_bn)
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)  # z, a stream per device; checkpointed

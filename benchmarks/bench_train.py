@@ -285,7 +285,8 @@ def build(variant, flags):
     keras.utils.set_random_seed(args.seed)
     common.set_precision(args.precision)  # the Keras global dtype policy, before the networks are built
     with strategy.scope():
-        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch)
+        generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch,
+                                       first_bn=args.first_bn)
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = module.make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)

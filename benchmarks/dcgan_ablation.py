@@ -16,7 +16,8 @@
 Configs. "plain" is the reference implementation of issue 16 (below, PLAIN REFERENCE: Keras defaults, a new user's
 first DCGAN); "ours" is the same code with each switch set to dcgan.py's value; "ours+X" is ours with switch X set
 to plain's value (one difference at a time), "plain+X" plain with X set to ours'. "dcgan.py" runs the real script
-(`dcgan.py --batch_size 64`) as a subprocess, to check that "ours" reproduces it. Every config is batch 64, z 100-d
+(`dcgan.py --batch_size 64`) as a subprocess, to check that "ours" reproduces it (since session 12 dcgan.py's
+default first BatchNorm is per feature, so the script is "ours+g_bn0"; "ours" keeps its name and its values). Every config is batch 64, z 100-d
 N(0, I), Adam(2e-4, 0.5, 0.999), the losses of dcgan.py (imported), on Fashion-MNIST.
 
 WGAN-GP (item 3 of the issue): "plain_wgan_gp" is the same plain set-up trained as the issue's plain WGAN-GP (PLAIN
@@ -72,9 +73,9 @@ SWITCHES = {
     "bn_momentum": (0.9, 0.99),        # moving averages (inference only): ops.batch_norm, Keras' default
     "bn_op": ("fused", "keras"),       # ops.BatchNormalization (FusedBatchNormV3, unbiased moving variance) or
                                        # keras.layers.BatchNormalization (composed ops, biased moving variance)
-    "g_bn0": ("channel", "feature"),   # G's first BN: after the reshape, per channel (ops.py, dcgan.torch,
-                                       # pytorch/examples), or on the dense output, per feature (the TF tutorial,
-                                       # Newmu/dcgan_code)
+    "g_bn0": ("channel", "feature"),   # G's first BN: after the reshape, per channel (dcgan.py before session 12,
+                                       # dcgan.torch, pytorch/examples), or on the dense output, per feature (the TF
+                                       # tutorial, Newmu/dcgan_code; dcgan.py's --first_bn default since session 12)
     "adam_eps": (1e-8, 1e-7),          # dcgan.make_optimizers (TF1/PyTorch), Keras' default
     "z": ("redraw", "reuse"),          # a fresh z for the G update, or the D update's z again
 }
@@ -83,6 +84,7 @@ WGAN_GP_SWITCHES = {**{k: v for k, v in SWITCHES.items() if k != "z"},
                     "ln": ("tflib", "keras")}  # ops.LayerNorm (a scale per channel, eps 1e-5: the authors' tflib),
                                                # or keras LayerNormalization(axis=[1, 2, 3]) (per element, eps 1e-3)
 OURS = {k: v[0] for k, v in SWITCHES.items()}
+DCGAN_PY = dict(OURS, g_bn0="feature")  # dcgan.py's defaults since session 12 (--first_bn feature): ours+g_bn0
 SCRIPTS = ("dcgan.py", "wgan_gp.py")  # configs that run the project's script itself
 PLAIN_WGAN_GP = "plain_wgan_gp"
 N_CRITIC, GP_WEIGHT = 5, 10.0
@@ -142,6 +144,9 @@ def plain_generator(cfg):
     init, z = ops.conv_init(), keras.Input((Z_DIM,))
     x = keras.layers.Dense(4 * 4 * 256, use_bias=False, kernel_initializer=init)(z)
     if cfg["g_bn0"] == "feature":  # BN over 4096 features, statistics over the batch only
+        # as [B, 1, 1, 4096], ops.make_generator's layout, which the fused kernel takes (Keras' BN gives the same
+        # bits either way); before session 12 the fused arms fell back to Keras' BN here on [B, 4096]
+        x = keras.layers.Reshape((1, 1, 4096))(x)
         x = keras.layers.Reshape((4, 4, 256))(keras.layers.ReLU()(batch_norm(cfg)(x)))
     else:  # BN over 256 channels, statistics over batch x 4 x 4
         x = keras.layers.ReLU()(batch_norm(cfg)(keras.layers.Reshape((4, 4, 256))(x)))
@@ -324,7 +329,7 @@ def train_script(script, seed, steps, eval_every, threads, scorer=None, eval_sam
                        check=True, env=env, stdout=subprocess.DEVNULL)
         rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
         seconds = {r["step"]: round(r["train_seconds"], 1) for r in rows if "train_seconds" in r}
-        cfg = OURS if script == "dcgan.py" else OURS_WGAN_GP
+        cfg = DCGAN_PY if script == "dcgan.py" else OURS_WGAN_GP
         for row in rows:
             if "eval/classifier_fd" in row and not minutes:
                 fd = round(row["eval/classifier_fd"], 3)
@@ -363,6 +368,12 @@ def read_rows(paths):
         with open(path, newline="") as f:
             rows.extend(csv.DictReader(f))
     return rows
+
+
+def script_as_config(row):
+    """A dcgan.py row as the harness config that is dcgan.py step for step: ours, with the switches the row records
+    at plain's value flipped (ours before session 12, ours+g_bn0 since: DCGAN_PY)."""
+    return "+".join(["ours", *(k for k in SWITCHES if str(row.get(k)) == str(PLAIN[k]))])
 
 
 def levels(name):
@@ -470,10 +481,11 @@ def effects(paths, column="fd_resized", one_baseline=False):
     left. The scripts' rows (dcgan.py) are not harness runs and are left out. A switch at one value in every run of
     a budget (e.g. a 2x2 of two switches) is not estimated and is listed as held.
 
-    one_baseline: one intercept for all runs instead of one per seed, and dcgan.py's rows counted as `ours` runs
-    (tests/test_ablation.py: dcgan.py is ours step for step). Measured here, runs that share a seed are as far apart
+    one_baseline: one intercept for all runs instead of one per seed, and dcgan.py's rows counted as runs of the
+    config it is step for step (script_as_config; tests/test_ablation.py). Measured here, runs that share a seed are as far apart
     as runs that do not, so the seed blocks buy nothing; without them every run counts, also a seed's lone run."""
-    rows = [dict(r, config="ours") if one_baseline and r["config"] == "dcgan.py" else r for r in read_rows(paths)]
+    rows = [dict(r, config=script_as_config(r)) if one_baseline and r["config"] == "dcgan.py" else r
+            for r in read_rows(paths)]
     rows = [r for r in rows if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
     column_of = {k: j for j, k in enumerate(SWITCHES)}
     block = (lambda r: "all") if one_baseline else (lambda r: r["seed"])  # noqa: E731 -- the runs' intercepts

@@ -39,6 +39,11 @@ def test_ours_networks_are_ops_networks_and_plain_differs_only_in_the_first_bn()
     assert shapes(ours_g) == shapes(ops.make_generator(32, 1, 100, 64))
     assert shapes(ours_d) == shapes(ops.make_critic(32, 1, 64, norm="batch"))
     assert ours_g.output_shape == (None, 32, 32, 1) and ours_d.output_shape == (None, 1)
+    # dcgan.py's default since session 12 (--first_bn feature) is ours+g_bn0's generator, layer for layer
+    feature_g, script_g = ab.plain_generator(ab.config("ours+g_bn0")), ops.make_generator(32, 1, 100, 64, "dcgan",
+                                                                                           "feature")
+    assert [type(l) for l in feature_g.layers] == [type(l) for l in script_g.layers]
+    assert shapes(feature_g) == shapes(script_g)
     plain_g, plain_d = ab.plain_generator(ab.PLAIN), ab.plain_critic(ab.PLAIN)
     assert shapes(plain_d) == shapes(ours_d)
     # plain's first BN normalises the 4*4*256 dense outputs one by one (the issue's Dense -> BN -> ReLU -> convT)
@@ -66,15 +71,20 @@ def test_padding_keeps_the_pixels_and_cropping_it_gives_data_py_geometry(tiny_fa
     assert ab.to_padded(padded, "pad") is padded and ab.to_padded(padded, "resize").shape == padded.shape
 
 
-def test_ours_is_dcgan_py_step_for_step():
+@pytest.mark.parametrize("first_bn, name", [("feature", "ours+g_bn0"), ("channel", "ours")])
+def test_ours_is_dcgan_py_step_for_step(first_bn, name):
     """The harness's "ours" runs dcgan.py's own train step: from the same weights, batches and z seed, three steps of
     dcgan.make_train_step (its strategy, optimizers, loss averaging) and of ours leave the same weights, and a single
-    switch (ours+bn_eps) does not. So what the harness finds about ours holds for dcgan.py."""
-    args = dcgan.parse_args(["--batch_size", str(ab.BATCH), "--seed", "3"])
+    switch more (+bn_eps) does not. So what the harness finds about ours holds for dcgan.py: ours+g_bn0 is dcgan.py
+    with its default --first_bn feature, ours is dcgan.py --first_bn channel (the default before session 12)."""
+    flags = ["--batch_size", str(ab.BATCH), "--seed", "3"] + ([] if first_bn == "feature" else ["--first_bn", first_bn])
+    args = dcgan.parse_args(flags)
+    assert args.first_bn == first_bn and ab.script_as_config(dict(ab.DCGAN_PY, config="dcgan.py")) == "ours+g_bn0"
     strategy = common.make_strategy(args)
     keras.utils.set_random_seed(3)
     with strategy.scope():
-        g, d = ops.make_generator(32, 1, ab.Z_DIM, 64), ops.make_critic(32, 1, 64, norm="batch")
+        g = ops.make_generator(32, 1, ab.Z_DIM, 64, first_bn=args.first_bn)
+        d = ops.make_critic(32, 1, 64, norm="batch")
         g_opt, d_opt = dcgan.make_optimizers(args, g, d)
         rng = tf.random.Generator.from_seed(3)
         progress = common.Progress(generator=g_opt, critic=d_opt)
@@ -91,11 +101,11 @@ def test_ours_is_dcgan_py_step_for_step():
         hd.set_weights(start[1])
         step = ab.make_train_step(cfg, hg, hd, *ab.make_optimizers(cfg, False), tf.random.Generator.from_seed(3))
         return [float(step(tf.constant(b))[0]) for b in batches], hg.get_weights() + hd.get_weights()
-    losses, weights = harness("ours")
+    losses, weights = harness(name)
     np.testing.assert_allclose(losses, script_losses, rtol=1e-5)
     for got, want in zip(weights, g.get_weights() + d.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-    _, other = harness("ours+bn_eps")
+    _, other = harness(name + "+bn_eps")
     assert max(np.abs(a - b).max() for a, b in zip(other, weights)) > 1e-4
 
 

@@ -40,6 +40,31 @@ def _layers(model, kind):
     return [layer for layer in model.layers if isinstance(layer, kind)]
 
 
+@pytest.mark.parametrize("arch", ["dcgan", "tanh"])
+def test_first_bn_feature_normalises_each_unit_of_the_projection_over_the_batch(arch):
+    """--first_bn feature (Newmu/dcgan_code): each of the 4*4*16 projected units has its own statistics over the
+    batch, in the fused [B, 1, 1, units] layout; channel: statistics per channel over the batch and the 4x4 positions,
+    so single units are not centred. Architectures without BatchNorm in G ignore it."""
+    z = tf.random.stateless_normal([32, 8], seed=[4, 2])
+    means = {}
+    for first_bn in ops.FIRST_BNS:
+        g = ops.make_generator(32, 1, 8, 4, arch=arch, first_bn=first_bn)
+        bn = _layers(g, keras.layers.BatchNormalization)[0]
+        units = 4 * 4 * 16 if first_bn == "feature" else 16
+        assert isinstance(bn, ops.BatchNormalization) and bn.gamma.shape == (units,)
+        assert bn.input.shape == ((None, 1, 1, units) if first_bn == "feature" else (None, 4, 4, 16))  # 4-d: fused
+        bn.beta.assign(tf.zeros_like(bn.beta))
+        bn.gamma.assign(tf.ones_like(bn.gamma))
+        normalised = keras.Model(g.inputs, bn.output)(z, training=True).numpy().reshape(32, -1)
+        means[first_bn] = np.abs(normalised.mean(axis=0)).max()  # the largest per-unit batch mean
+    assert means["feature"] < 1e-5 < 0.1 < means["channel"], means
+    for other in ("nobn_g", "no_norm"):
+        assert [v.shape for v in ops.make_generator(32, 1, 8, 4, arch=other, first_bn="feature").weights] == \
+            [v.shape for v in ops.make_generator(32, 1, 8, 4, arch=other, first_bn="channel").weights]
+    with pytest.raises(ValueError, match="first BatchNorm"):
+        ops.make_generator(32, 1, 8, 4, first_bn="unit")
+
+
 def test_each_architecture_has_its_papers_features():
     def build(arch, norm="batch"):
         return ops.make_generator(32, 1, 8, 4, arch=arch), ops.make_critic(32, 1, 4, norm=norm, arch=arch)

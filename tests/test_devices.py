@@ -61,7 +61,7 @@ for module in (dcgan, wgan, wgan_gp):
     args = module.parse_args(["--data_dir", data_dir, *tiny, "--strategy", "mirrored"])
     strategy = common.make_strategy(args)
     with strategy.scope():
-        g = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
+        g = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, first_bn=args.first_bn)
         c = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
         g_opt, c_opt = module.make_optimizers(args, g, c)
         rng = tf.random.Generator.from_seed(0)

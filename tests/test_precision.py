@@ -25,7 +25,7 @@ def test_one_mixed_precision_step_is_finite(name, precision):
     args = module.parse_args(TINY + ["--precision", precision] + ["--n_critic", "2"] * (module is not dcgan))
     common.set_precision(args.precision)
     keras.utils.set_random_seed(0)
-    generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
+    generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, first_bn=args.first_bn)
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
     g_opt, c_opt = module.make_optimizers(args, generator, critic)
     progress = common.Progress(generator=g_opt, critic=c_opt)

@@ -200,7 +200,7 @@ def _step_once(module, eager, extra=()):
     args = module.parse_args(TINY + ["--n_critic", "2"] * (module is not dcgan) + list(extra))
     keras.utils.set_random_seed(3)
     strategy = tf.distribute.get_strategy()
-    generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
+    generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, first_bn=args.first_bn)
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
     g_opt, c_opt = module.make_optimizers(args, generator, critic)
     rng = tf.random.Generator.from_seed(5)
@@ -232,7 +232,7 @@ def test_train_step_is_the_same_eager_and_under_tf_function(name):
 def _fresh_weights(module):
     args = module.parse_args(TINY)
     keras.utils.set_random_seed(3)
-    generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width)
+    generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, first_bn=args.first_bn)
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
     return [v.numpy() for v in generator.variables + critic.variables]
 
@@ -241,7 +241,8 @@ def test_wgan_step_leaves_every_critic_weight_clipped():
     args = wgan.parse_args(TINY)
     _, weights = _step_once(wgan, eager=False)
     keras.utils.set_random_seed(3)
-    n_generator = len(ops.make_generator(args.image_size, args.channels, args.z_dim, args.width).variables)
+    n_generator = len(ops.make_generator(args.image_size, args.channels, args.z_dim, args.width,
+                                         first_bn=args.first_bn).variables)
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
     for v, w in zip(critic.variables, weights[n_generator:]):
         if v.trainable:
@@ -381,6 +382,33 @@ def test_fit_pad_is_saved_fed_to_the_data_and_refused_on_resume_if_changed(tiny_
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --fit pad") and words in lines[0], lines
         assert not (tmp_path / "refused").exists()
+
+
+def test_first_bn_is_saved_and_runs_from_before_it_resume_and_restore_per_channel(tiny_fashion, tmp_path, capsys):
+    """dcgan.py's generator normalises z's projection per unit by default (--first_bn feature); a run saved before
+    the flag existed is per channel, and resumes and restores as such; changing it on resume is refused."""
+    def first_gamma(generator):
+        return next(l for l in generator.layers if isinstance(l, keras.layers.BatchNormalization)).gamma.shape
+    argv = ["--data_dir", tiny_fashion, *TINY, "--steps", "1"]
+    new, old = tmp_path / "new", tmp_path / "old"
+    dcgan.main(argv + ["--out_dir", str(new)])
+    assert json.loads((new / "config.json").read_text())["first_bn"] == "feature"
+    assert first_gamma(common.load_generator(new)[0]) == (7 * 7 * 16,)  # base 7 at 28x28, 16 channels there
+    dcgan.main(argv + ["--first_bn", "channel", "--out_dir", str(old)])
+    config = json.loads((old / "config.json").read_text())
+    del config["first_bn"]  # as written before --first_bn existed
+    (old / "config.json").write_text(json.dumps(config))
+    assert first_gamma(common.load_generator(old)[0]) == (16,)
+    capsys.readouterr()
+    code, _, err = cli_in_process(dcgan.main, ["--resume", old, "--steps", 2], capsys)
+    assert code == 0, err
+    assert tf.train.latest_checkpoint(str(old / "ckpt")).endswith("ckpt-2")
+    assert first_gamma(common.load_generator(old)[0]) == (16,)  # its config still has no first_bn: per channel
+    before = {p: p.read_bytes() for p in new.rglob("*") if p.is_file()}
+    code, _, err = cli_in_process(dcgan.main, ["--resume", new, "--first_bn", "channel", "--steps", 2], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "--first_bn channel conflicts with the saved run's feature" in lines[0]
+    assert before == {p: p.read_bytes() for p in new.rglob("*") if p.is_file()}
 
 
 def test_missing_data_path_is_one_clear_sentence(tmp_path, capsys):
