@@ -27,7 +27,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # The paper's discriminator has BatchNorm on every layer but the input layer.
     # The first BatchNorm per unit of z's projection, as in Newmu/dcgan_code (Radford's own): against dcgan.torch's
-    # per-channel one it measured ahead (docs/dcgan_gap.md, "The first BatchNorm").
+    # per-channel one it measured ahead at 1,000 steps and level at 2,000 (docs/dcgan_gap.md, "The per-unit first
+    # BatchNorm becomes dcgan.py's default").
     common.add_common_flags(parser, batch_size=128, steps=10000, norm="batch", first_bn="feature")
     parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, both networks")
     parser.add_argument("--beta1", type=float, default=0.5,
