@@ -16,9 +16,10 @@
 Configs. "plain" is the reference implementation of issue 16 (below, PLAIN REFERENCE: Keras defaults, a new user's
 first DCGAN); "ours" is the same code with each switch set to dcgan.py's value; "ours+X" is ours with switch X set
 to plain's value (one difference at a time), "plain+X" plain with X set to ours'. "dcgan.py" runs the real script
-(`dcgan.py --batch_size 64`) as a subprocess, to check that "ours" reproduces it (since session 12 dcgan.py's
-default first BatchNorm is per feature, so the script is "ours+g_bn0"; "ours" keeps its name and its values). Every config is batch 64, z 100-d
-N(0, I), Adam(2e-4, 0.5, 0.999), the losses of dcgan.py (imported), on Fashion-MNIST.
+(`dcgan.py --batch_size 64`) as a subprocess, to check that "ours" reproduces it. Since session 12 dcgan.py's
+default first BatchNorm is per feature, so the script is "ours+g_bn0"; "ours" keeps its name and its values.
+Every config is batch 64, z 100-d N(0, I), Adam(2e-4, 0.5, 0.999), the losses of dcgan.py (imported), on
+Fashion-MNIST.
 
 WGAN-GP (item 3 of the issue): "plain_wgan_gp" is the same plain set-up trained as the issue's plain WGAN-GP (PLAIN
 WGAN-GP REFERENCE below: Keras LayerNormalization(axis=[1, 2, 3]) in the critic, Adam(1e-4, 0, 0.9) with Keras'
@@ -482,8 +483,9 @@ def effects(paths, column="fd_resized", one_baseline=False):
     a budget (e.g. a 2x2 of two switches) is not estimated and is listed as held.
 
     one_baseline: one intercept for all runs instead of one per seed, and dcgan.py's rows counted as runs of the
-    config it is step for step (script_as_config; tests/test_ablation.py). Measured here, runs that share a seed are as far apart
-    as runs that do not, so the seed blocks buy nothing; without them every run counts, also a seed's lone run."""
+    config it is step for step (script_as_config; tests/test_ablation.py). Measured here, runs that share a seed
+    are as far apart as runs that do not, so the seed blocks buy nothing; without them every run counts, also a
+    seed's lone run."""
     rows = [dict(r, config=script_as_config(r)) if one_baseline and r["config"] == "dcgan.py" else r
             for r in read_rows(paths)]
     rows = [r for r in rows if r.get(column) and r["config"] not in SCRIPTS and not is_wgan_gp(r["config"])]
