@@ -1,8 +1,9 @@
 """DCGAN: Radford, Metz, Chintala 2015, "Unsupervised Representation Learning with Deep Convolutional GANs".
 
 The original GAN game (Goodfellow et al. 2014) with the generator's non-saturating loss, on the DCGAN networks of
-ops.py (BatchNorm in both, ReLU/tanh generator, LeakyReLU(0.2) discriminator, N(0, 0.02) initialisation):
-one discriminator update per generator update, Adam(2e-4, beta_1 = 0.5), batch 128 as in the paper. The losses
+ops.py (BatchNorm in both, the generator's first one per unit of z's projection as in Radford's Newmu/dcgan_code,
+ReLU/tanh generator, LeakyReLU(0.2) discriminator, N(0, 0.02) initialisation): one discriminator update per
+generator update, Adam(2e-4, beta_1 = 0.5), batch 128 as in the paper. The losses
 are computed from logits with a numerically stable cross-entropy, never log(sigmoid(x)) by hand.
 
     python dcgan.py                                     # Fashion-MNIST 32x32, the paper's settings
