@@ -165,13 +165,7 @@ def parse_args(parser, variant, argv=None):
     is refused. Nothing is written before this has passed."""
     args = parser.parse_args(argv)
     if args.resume is not None:
-        saved = read_config(args.resume)
-        saved.setdefault("arch", "dcgan")  # a run from before --arch existed
-        saved.setdefault("lr_decay", "none")
-        saved.setdefault("dequantize", False)  # runs from before these flags
-        saved.setdefault("gen_batch_multiple", 1)
-        saved.setdefault("fit", "resize")
-        saved.setdefault("first_bn", "channel")  # every generator before --first_bn
+        saved = saved_flags(args.resume)
         if saved.get("variant") != variant:
             raise RunError(f"{args.resume} is a {saved.get('variant')} run; resume it with "
                            f"{saved.get('variant')}.py, not {variant}.py.")
@@ -217,6 +211,16 @@ def flag_problem(args):
     # --eval_samples against the metric's needs: metrics.Evaluator checks it, built before anything is written
     # (metrics imports this module, not the other way round).
     return None
+
+
+# What a run saved before a flag existed ran with: its config.json has no such key.
+BEFORE_FLAGS = {"arch": "dcgan", "lr_decay": "none", "dequantize": False, "gen_batch_multiple": 1, "fit": "resize",
+                "first_bn": "channel"}
+
+
+def saved_flags(run_dir):
+    """read_config, with BEFORE_FLAGS filled in where the run predates a flag."""
+    return {**BEFORE_FLAGS, **read_config(run_dir)}
 
 
 def read_config(run_dir):
@@ -690,11 +694,10 @@ def checkpoint_path(run_dir, step=None, best=False):
 
 def load_generator(run_dir, step=None, best=False):
     """Rebuild a run's generator from config.json and restore its weights; returns (generator, config, path)."""
-    config = read_config(run_dir)
+    config = saved_flags(run_dir)
     path = checkpoint_path(run_dir, step, best)
     generator = ops.make_generator(config["image_size"], config["channels"], config["z_dim"], config["width"],
-                                   arch=config.get("arch", "dcgan"),  # configs from before --arch: dcgan
-                                   first_bn=config.get("first_bn", "channel"))  # and before --first_bn: channel
+                                   arch=config["arch"], first_bn=config["first_bn"])
     try:
         tf.train.Checkpoint(generator=generator).read(path).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data

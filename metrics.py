@@ -689,7 +689,7 @@ def main(argv=None):
         raise common.RunError(f"{args.path} is not a run directory; say which dataset to compare with (--dataset).")
     metric = args.metric or [default_metric(dataset)]
     data_dir = args.data_dir or ((config or {}).get("data_dir") if dataset == (config or {}).get("dataset") else None)
-    fit = args.fit or (config or {}).get("fit", "resize")  # a config from before --fit: resize
+    fit = args.fit or (config or common.BEFORE_FLAGS)["fit"]
     score = make_scorer(metric, dataset, data_dir, images.shape[1], images.shape[3], args.cache_dir,
                         args.inception, args.split, args.batch_size, args.k, fit)
     try:
