@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 import data
+import files
 import ops
 
 VARIANTS = ("dcgan", "wgan", "wgan_gp")
@@ -243,7 +244,7 @@ def read_config(run_dir):
 
 
 def _write_json(path, obj):
-    _replace_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    files.write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _git_commit():
@@ -763,7 +764,7 @@ def _drop_history_after(run_dir, step):
                         kept.append(line)
                 except (ValueError, KeyError, TypeError):
                     pass  # a line torn by kill -9
-        _replace_text(path, "".join(kept))
+        files.write_text(path, "".join(kept))
     for events in glob.glob(os.path.join(run_dir, "logs", "events.out.tfevents.*")):
         records, dropped = [], False
         try:
@@ -776,19 +777,9 @@ def _drop_history_after(run_dir, step):
         except tf.errors.DataLossError:  # a record torn by kill -9 ends the file
             dropped = True
         if dropped:
-            tmp = f"{events}.{os.getpid()}.tmp"
-            with tf.io.TFRecordWriter(tmp) as writer:
+            with files.atomic_path(events) as tmp, tf.io.TFRecordWriter(tmp) as writer:
                 for record in records:
                     writer.write(record)
-            os.replace(tmp, events)
-
-
-def _replace_text(path, text):
-    """Write under a temporary name, then rename: a crash leaves the old file or the new one, never half of one."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def save_samples(generator, noise, run_dir, step, logger=None):

@@ -61,13 +61,15 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+import files
+
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "folder")
 FITS = ("resize", "pad")  # how source images reach the training size (see the module docstring)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Where Debian's `dataset-fashion-mnist` package puts the IDX files; a module constant so tests can move it.
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-_IDX_STEMS = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
-_IDX_IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, rows, cols)
+_IDX_STEMS = {("train", "images"): "train-images-idx3-ubyte", ("test", "images"): "t10k-images-idx3-ubyte",
+              ("train", "labels"): "train-labels-idx1-ubyte", ("test", "labels"): "t10k-labels-idx1-ubyte"}
 # Folders with fewer files lose the files that fail to decode; larger ones are checked on a sample before the long
 # decode (about 1 ms per CelebA-sized JPEG per core) and get stand-ins (see the module docstring). A module
 # constant so tests can lower it.
@@ -221,28 +223,15 @@ def image_grid(images_uint8, rows, cols, pad=2):
 def save_image(array_uint8, path):
     """Write (H, W) / (H, W, 1) uint8 as a grayscale PNG or (H, W, 3) as RGB, creating parent directories.
 
-    The PNG is written to a temporary file in the same directory and renamed over `path`, so a crash leaves
-    either the old file or the complete new one, never a half-written PNG.
+    Written through files.atomic_write: a crash leaves either the old file or the complete new one.
     """
     array = np.asarray(array_uint8)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
         raise ValueError(f"save_image wants uint8 (H, W), (H, W, 1) or (H, W, 3), got {array.dtype} {array.shape}")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # Not tempfile.mkstemp: its 0600 mode would survive the rename; open(..., "xb") honours the umask.
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            Image.fromarray(array).save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with files.atomic_write(path) as f:
+        Image.fromarray(array).save(f, format="PNG")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -260,7 +249,7 @@ def _check_args(name, image_size, channels, split="train", fit="resize"):
         raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
     if not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise DataError(f"image_size must be a positive integer, got {image_size!r}.")
-    if split not in _IDX_STEMS:
+    if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}.")
 
 
@@ -363,8 +352,7 @@ def _builtin_source(name, data_dir, image_size, channels, fit):
     """load_images(name, ...), kept for the next call with the same arguments and unchanged files: a benchmark
     builds the data once per row, and resizing Fashion-MNIST to 64x64 takes seconds each time."""
     if name == "fashion_mnist" and data_dir is None:
-        keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-        places = [DEBIAN_FASHION_MNIST, os.path.join(keras_home, "datasets", "fashion-mnist")]
+        places = idx_dirs(name)
     elif data_dir is None:
         places = [os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")),
                                "datasets")]
@@ -616,9 +604,9 @@ def _list_images(data_dir):
     _require_dir(data_dir, "a folder of .jpg/.jpeg/.png images")
     paths = []
     # followlinks: dataset trees are often assembled from symlinked category folders (LSUN).
-    for root, dirs, files in os.walk(data_dir, followlinks=True):
+    for root, dirs, names in os.walk(data_dir, followlinks=True):
         dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
-        paths += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        paths += [os.path.join(root, f) for f in names if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not paths:
         raise DataError(f"No .jpg/.jpeg/.png images found under {data_dir}; "
                         "pass --data_dir pointing at an image folder.")
@@ -714,39 +702,51 @@ def _load_idx_dataset(name, data_dir, split):
     """(Fashion-)MNIST as uint8 (N, 28, 28, 1): data_dir, else local copies, else a Keras download."""
     if data_dir is not None:
         _require_dir(data_dir, f"the original {_PRETTY[name]} IDX files")
-        path = _find_idx(data_dir, split)
-        if path is None:
-            raise DataError(f"No {_IDX_STEMS[split]}(.gz) found in {data_dir}; "
-                            f"pass --data_dir holding the original {_PRETTY[name]} IDX files.")
-        return _read_idx_images(path)
-    if name == "fashion_mnist":
-        keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-        for directory in (DEBIAN_FASHION_MNIST, os.path.join(keras_home, "datasets", "fashion-mnist")):
-            path = _find_idx(directory, split)
-            if path is not None:
-                return _read_idx_images(path)
+    path = find_idx(name, data_dir, split)
+    if path is not None:
+        return read_idx(path, ndim=3)[..., None]
+    if data_dir is not None:
+        raise DataError(f"No {_IDX_STEMS[split, 'images']}(.gz) found in {data_dir}; "
+                        f"pass --data_dir holding the original {_PRETTY[name]} IDX files.")
     return _keras_load(name, split)
 
 
-def _find_idx(directory, split):
-    for name in (_IDX_STEMS[split], _IDX_STEMS[split] + ".gz"):
-        if os.path.isfile(os.path.join(directory, name)):
-            return os.path.join(directory, name)
+def idx_dirs(name, data_dir=None):
+    """Where (Fashion-)MNIST's IDX files are looked for, in order: data_dir if given; else, for Fashion-MNIST,
+    Debian's dataset-fashion-mnist and Keras' download cache (MNIST has no local copy Keras' loader would read)."""
+    if data_dir is not None:
+        return [data_dir]
+    if name != "fashion_mnist":
+        return []
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return [DEBIAN_FASHION_MNIST, os.path.join(keras_home, "datasets", "fashion-mnist")]
+
+
+def find_idx(name, data_dir, split, kind="images"):
+    """The path of the split's IDX image or label file (plain or .gz) in the first of idx_dirs holding it, or None."""
+    stem = _IDX_STEMS[split, kind]
+    for directory in idx_dirs(name, data_dir):
+        for path in (os.path.join(directory, stem), os.path.join(directory, stem + ".gz")):
+            if os.path.isfile(path):
+                return path
     return None
 
 
-def _read_idx_images(path):
-    """Original (Fashion-)MNIST image file, gzipped or not -> uint8 (N, rows, cols, 1)."""
+def read_idx(path, ndim):
+    """An IDX file of unsigned bytes (the original MNIST / Fashion-MNIST releases), gzipped or not, with `ndim`
+    dimensions (3 for images (N, rows, cols), 1 for labels (N,)) -> uint8 array of that shape."""
     try:
         with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:  # missing, unreadable, truncated or corrupt gzip
         raise DataError(f"Could not read {path} ({type(e).__name__}); "
                         "re-download it or pass another --data_dir.") from e
-    magic, n, rows, cols = (int(v) for v in np.frombuffer(raw[:16].ljust(16, b"\0"), ">u4"))
-    if magic != _IDX_IMAGE_MAGIC or len(raw) != 16 + n * rows * cols:
-        raise DataError(f"{path} is truncated or not an IDX image file; re-download it or pass another --data_dir.")
-    return np.frombuffer(raw, np.uint8, offset=16).reshape(n, rows, cols, 1).copy()
+    header = 4 + 4 * ndim
+    magic, *shape = (int(v) for v in np.frombuffer(raw[:header].ljust(header, b"\0"), ">u4"))
+    if magic != 0x0800 + ndim or len(raw) != header + int(np.prod(shape)):  # 0x08: unsigned bytes
+        raise DataError(f"{path} is truncated or not an IDX file of {ndim}-d unsigned bytes; "
+                        "re-download it or pass another --data_dir.")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy()
 
 
 def _load_cifar10(data_dir, split):

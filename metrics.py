@@ -32,8 +32,6 @@ The reference images have the run's geometry (its --fit: resized, or padded with
 one trained on resized images either way, a fixed feature extractor like Inception.
 """
 import argparse
-import contextlib
-import gzip
 import hashlib
 import json
 import os
@@ -42,7 +40,6 @@ import sys
 import tarfile
 import time
 import urllib.request
-import uuid
 import zipfile
 
 import keras
@@ -51,6 +48,7 @@ import tensorflow as tf
 
 import common
 import data
+import files
 
 MANIFOLD = ("precision", "recall", "density", "coverage")  # per feature space: "precision" is Inception's
 METRICS = ("classifier_fd", "classifier_kid", "fid", "kid", "is", *(f"classifier_{m}" for m in MANIFOLD),
@@ -72,27 +70,6 @@ def default_metric(dataset):
 
 def default_cache_dir():
     return os.environ.get("GAN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tf-gans")
-
-
-@contextlib.contextmanager
-def _cache_file(path, suffix=""):
-    """Yields a temporary path beside the cache entry `path`, unique to this call, that replaces `path` once the
-    body has written it and is removed if the body fails.
-
-    Two runs filling the same entry at once (two trainings evaluating, say) each write their own file and the
-    last rename wins: the two are the same archive, or carry the id of the network they belong to, which
-    make_scorer checks. The body creates the file, so it gets the umask's mode (mkstemp's 0600 would survive the
-    rename in a shared cache); `suffix` keeps the ending a writer insists on (Keras: .weights.h5).
-    """
-    directory, name = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
 
 
 def _cache_error(path, e):
@@ -239,8 +216,8 @@ def _inception_archive(cache_dir):
     if not os.path.isfile(path):
         print(f"downloading the FID Inception graph from {INCEPTION_URL} ...", file=sys.stderr)
         try:
-            with _cache_file(path) as tmp:  # checked before it takes the archive's name
-                with urllib.request.urlopen(INCEPTION_URL, timeout=60) as response, open(tmp, "xb") as f:
+            with files.atomic_path(path) as tmp:  # checked before it takes the archive's name
+                with urllib.request.urlopen(INCEPTION_URL, timeout=60) as response, open(tmp, "wb") as f:
                     shutil.copyfileobj(response, f, 1 << 20)
                 digest = _check_archive(tmp)
         except OSError as e:  # URLError, timeouts and refused connections are OSErrors
@@ -377,21 +354,12 @@ def make_classifier(image_size=32, channels=1, seed=0):
 
 def read_labels(dataset, data_dir=None, split="train"):
     """The IDX label file of (Fashion-)MNIST that data.load_images' images come from, in the same order."""
-    stem = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}[split]
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    dirs = [data_dir] if data_dir else []  # the places where data.py looks for the images, in its order
-    if not data_dir and dataset == "fashion_mnist":
-        dirs = [data.DEBIAN_FASHION_MNIST, os.path.join(keras_home, "datasets", "fashion-mnist")]
-    for path in (os.path.join(d, stem + ext) for d in dirs for ext in ("", ".gz")):
-        if os.path.isfile(path):
-            with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-                raw = f.read()
-            magic, n = (int(v) for v in np.frombuffer(raw[:8].ljust(8, b"\0"), ">u4"))
-            if magic != 0x801 or len(raw) != 8 + n:
-                raise data.DataError(f"{path} is truncated or not an IDX label file; re-download it.")
-            return np.frombuffer(raw, np.uint8, offset=8).copy()
+    path = data.find_idx(dataset, data_dir, split, kind="labels")
+    if path is not None:
+        return data.read_idx(path, ndim=1)
     if data_dir:
-        raise data.DataError(f"No {stem}(.gz) in {data_dir}; the classifier metrics need the label files too.")
+        raise data.DataError(f"No {split} label file (*-labels-idx1-ubyte(.gz)) in {data_dir}; the classifier "
+                             "metrics need the label files too.")
     try:
         (_, y_train), (_, y_test) = getattr(keras.datasets, dataset).load_data()
     except Exception:  # Keras re-raises download errors as a bare Exception
@@ -423,9 +391,9 @@ def train_classifier(dataset, data_dir, image_size, channels, path, seed=0, epoc
     info = dict(dataset=dataset, image_size=image_size, channels=channels, seed=seed, epochs=epochs,
                 test_accuracy=accuracy, train_seconds=round(time.perf_counter() - start, 1))
     try:
-        with _cache_file(path.replace(".weights.h5", ".json")) as tmp, open(tmp, "x") as f:
+        with files.atomic_write(path.replace(".weights.h5", ".json"), "w") as f:
             json.dump(info, f, indent=2)
-        with _cache_file(path, suffix=".weights.h5") as tmp:  # the weights last: they mark the entry complete
+        with files.atomic_path(path, suffix=".weights.h5") as tmp:  # the weights last: they mark the entry complete
             model.save_weights(tmp)
     except OSError as e:
         raise _cache_error(path, e) from None
@@ -530,7 +498,7 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
             subset = feats[np.random.default_rng(0).permutation(len(feats))[:KID_FEATURES]]
             reference = dict(mu=mu, sigma=sigma, features=subset, network=network_id)
             try:
-                with _cache_file(path) as tmp, open(tmp, "xb") as f:
+                with files.atomic_write(path) as f:
                     np.savez(f, **reference)
             except OSError as e:
                 raise _cache_error(path, e) from None

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import math
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +26,7 @@ from PIL import Image
 
 import common
 import data
+import files
 
 
 def parse_args(argv=None):
@@ -110,24 +110,14 @@ def enlarge(images, scale):
 
 @contextlib.contextmanager
 def atomic_output(path, folder=False):
-    """Yields a temporary path beside `path` (a file, or a new folder) that becomes `path` only once it is complete,
-    so a crash, a full disk or Ctrl-C never leaves a partial output; an OSError becomes one sentence."""
-    path = os.path.normpath(path)
-    tmp = os.path.join(os.path.dirname(path), f".tmp{os.getpid()}-{os.path.basename(path)}")
+    """files.atomic_path (a file, or a new folder) with an OSError as one sentence: a crash, a full disk or Ctrl-C
+    never leaves a partial output."""
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        if folder:
-            os.mkdir(tmp)
-        yield tmp
-        os.replace(tmp, path)  # a folder replaces only a missing or empty folder
+        with files.atomic_path(os.path.normpath(path), folder=folder) as tmp:
+            yield tmp
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         raise common.RunError(f"cannot write {path} ({e.strerror or e}{where}).") from None
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.lexists(tmp):
-            os.remove(tmp)
 
 
 def write_png(image, path):
