@@ -16,8 +16,10 @@ import argparse
 import tensorflow as tf
 
 import common
+import devices
 import metrics
 import ops
+import training
 
 VARIANT = "wgan"
 WARMUP_ITERS, WARMUP_STEPS, WARMUP_EVERY = 100, 25, 500  # martinarjovsky/WassersteinGAN main.py
@@ -74,8 +76,8 @@ def make_optimizers(args, generator, critic):
     momentum-based optimizers unstable with a clipped critic. ops.RMSprop is torch.optim.RMSprop, which the authors'
     code uses (rho 0.99, eps 1e-8 added to sqrt(v)); Keras' own adds eps under the root, which on the tiny gradients
     of a clipped critic turns the normalised step into a much smaller one."""
-    return common.prepare_optimizers(args, (ops.RMSprop(common.learning_rate(args)), generator),
-                                    (ops.RMSprop(common.learning_rate(args)), critic))
+    return devices.prepare_optimizers(args, (ops.RMSprop(training.learning_rate(args)), generator),
+                                    (ops.RMSprop(training.learning_rate(args)), critic))
 
 
 def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress):
@@ -99,7 +101,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
         return {"generator_loss": loss}
 
-    if args.xla:  # one device only (common.make_strategy): XLA compiles per-device work, never the collectives
+    if args.xla:  # one device only (devices.make_strategy): XLA compiles per-device work, never the collectives
         critic_update = tf.function(critic_update, jit_compile=True)
         generator_update = tf.function(generator_update, jit_compile=True)
 
@@ -119,7 +121,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
             metrics = clipped_critic_update(next(iterator))
         # (2) generator: one update, maximising D(G(z))
         metrics.update(strategy.run(generator_update))
-        metrics = common.reduce_metrics(strategy, metrics)
+        metrics = devices.reduce_metrics(strategy, metrics)
         metrics["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)  # the same on every copy
         return progress.advance(metrics, critic_updates=n_critic)
 
@@ -129,28 +131,29 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
 # ------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
-    strategy = common.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
-    run = common.Run(args, VARIANT, strategy)  # seeds, precision policy, run directory (written below)
+    strategy = devices.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
+    devices.set_precision(args.precision, xla=args.xla)  # before the networks are built
+    run = common.Run(args, VARIANT, strategy)  # seeds, run directory (written below)
     with strategy.scope():
         generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch,
                                        first_bn=args.first_bn)
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)  # z, a stream per device; checkpointed
-        progress = common.Progress(generator=g_opt, critic=c_opt)  # step and data position, kept on the device
+        progress = training.Progress(generator=g_opt, critic=c_opt)  # step and data position, kept on the device
     ckpt = run.checkpoints(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, rng=rng, **progress.state)
     if args.resume:
         path = ckpt.restore_latest()  # None for a run stopped before its first checkpoint: it starts over
         print(f"resumed from {path or 'the start'} at step {int(progress.step.numpy())}")
     # Continues the data order exactly; each device reads its slice of every global batch.
-    dataset = common.distribute_dataset(strategy, args, start_batch=int(progress.batches.numpy()))
+    dataset = devices.distribute_dataset(strategy, args, start_batch=int(progress.batches.numpy()))
     evaluate = metrics.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
     run.save_config()  # only now: bad data or an unavailable metric leave no run behind
     train_step = make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
     print(f"{VARIANT}: generator {ops.count_params(generator):,} and critic {ops.count_params(critic):,} parameters "
           f"on {strategy.num_replicas_in_sync} device(s), {args.precision}; run directory {run.dir}")
     iterator = iter(dataset)
-    with common.Training(run, ckpt, progress, generator, evaluate) as loop:
+    with training.Loop(run, ckpt, progress, generator, evaluate) as loop:
         for step in loop.steps():
             n_critic = critic_iters(step, args.n_critic, args.critic_warmup)  # a pure function of the step
             loop.end_step(train_step(iterator, tf.constant(n_critic)), images=args.batch_size * n_critic)

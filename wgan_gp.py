@@ -16,8 +16,10 @@ import keras
 import tensorflow as tf
 
 import common
+import devices
 import metrics
 import ops
+import training
 
 VARIANT = "wgan_gp"
 
@@ -83,8 +85,8 @@ def make_optimizers(args, generator, critic):
     """Two Adams, as in Algorithm 1 (sharing one between the networks mixes their moment estimates); epsilon 1e-8
     as in the authors' TF1 code (Keras' default is 1e-7; its Adam has TF1's epsilon-hat form)."""
     def adam():
-        return keras.optimizers.Adam(common.learning_rate(args), beta_1=args.beta1, beta_2=args.beta2, epsilon=1e-8)
-    return common.prepare_optimizers(args, (adam(), generator), (adam(), critic))
+        return keras.optimizers.Adam(training.learning_rate(args), beta_1=args.beta1, beta_2=args.beta2, epsilon=1e-8)
+    return devices.prepare_optimizers(args, (adam(), generator), (adam(), critic))
 
 
 def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress):
@@ -97,7 +99,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         eps = interpolation_eps(rng, batch)
         with tf.GradientTape() as tape:
             d_real, d_fake = critic(real, training=True), critic(fake, training=True)
-            penalty, grad_norm = gradient_penalty(critic, real, fake, eps, scale=common.loss_scale(c_opt))
+            penalty, grad_norm = gradient_penalty(critic, real, fake, eps, scale=devices.loss_scale(c_opt))
             loss = mean(critic_loss(d_real, d_fake) + args.gp_weight * penalty)
             scaled = c_opt.scale_loss(loss)  # fp16: times the loss scale, which apply_gradients divides out
         c_opt.apply_gradients(zip(tape.gradient(scaled, critic.trainable_variables), critic.trainable_variables))
@@ -113,7 +115,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
         return {"generator_loss": loss}
 
-    if args.xla:  # one device only (common.make_strategy): XLA compiles per-device work, never the collectives
+    if args.xla:  # one device only (devices.make_strategy): XLA compiles per-device work, never the collectives
         critic_update = tf.function(critic_update, jit_compile=True)
         generator_update = tf.function(generator_update, jit_compile=True)
 
@@ -127,7 +129,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
             metrics = strategy.run(critic_update, args=(next(iterator),))
         # (2) generator: one update, maximising D(G(z))
         metrics.update(strategy.run(generator_update))
-        return progress.advance(common.reduce_metrics(strategy, metrics), critic_updates=n_critic)
+        return progress.advance(devices.reduce_metrics(strategy, metrics), critic_updates=n_critic)
 
     return train_step
 
@@ -135,28 +137,29 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
 # ------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
-    strategy = common.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
-    run = common.Run(args, VARIANT, strategy)  # seeds, precision policy, run directory (written below)
+    strategy = devices.make_strategy(args)  # first: a multi-worker strategy must precede any other TF work
+    devices.set_precision(args.precision, xla=args.xla)  # before the networks are built
+    run = common.Run(args, VARIANT, strategy)  # seeds, run directory (written below)
     with strategy.scope():
         generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch,
                                        first_bn=args.first_bn)
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)  # z and epsilon, a stream per device; checkpointed
-        progress = common.Progress(generator=g_opt, critic=c_opt)  # step and data position, kept on the device
+        progress = training.Progress(generator=g_opt, critic=c_opt)  # step and data position, kept on the device
     ckpt = run.checkpoints(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, rng=rng, **progress.state)
     if args.resume:
         path = ckpt.restore_latest()  # None for a run stopped before its first checkpoint: it starts over
         print(f"resumed from {path or 'the start'} at step {int(progress.step.numpy())}")
     # Continues the data order exactly; each device reads its slice of every global batch.
-    dataset = common.distribute_dataset(strategy, args, start_batch=int(progress.batches.numpy()))
+    dataset = devices.distribute_dataset(strategy, args, start_batch=int(progress.batches.numpy()))
     evaluate = metrics.Evaluator(args) if args.eval_every else None  # keeps the best checkpoint in ckpt_best/
     run.save_config()  # only now: bad data or an unavailable metric leave no run behind
     train_step = make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
     print(f"{VARIANT}: generator {ops.count_params(generator):,} and critic {ops.count_params(critic):,} parameters "
           f"on {strategy.num_replicas_in_sync} device(s), {args.precision}; run directory {run.dir}")
     iterator = iter(dataset)
-    with common.Training(run, ckpt, progress, generator, evaluate) as loop:
+    with training.Loop(run, ckpt, progress, generator, evaluate) as loop:
         for _ in loop.steps():
             loop.end_step(train_step(iterator, tf.constant(args.n_critic)),
                           images=args.batch_size * args.n_critic)

@@ -43,7 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import common  # noqa: E402
+import devices  # noqa: E402
+import training  # noqa: E402
 import data  # noqa: E402
 import dcgan  # noqa: E402
 import ops  # noqa: E402
@@ -281,17 +282,17 @@ def build(variant, flags):
     module = MODULES[variant]
     args = module.parse_args(flags)
     keras.backend.clear_session()
-    strategy = common.make_strategy(args)
+    strategy = devices.make_strategy(args)
     keras.utils.set_random_seed(args.seed)
-    common.set_precision(args.precision)  # the Keras global dtype policy, before the networks are built
+    devices.set_precision(args.precision)  # the Keras global dtype policy, before the networks are built
     with strategy.scope():
         generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch,
                                        first_bn=args.first_bn)
         critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
         g_opt, c_opt = module.make_optimizers(args, generator, critic)
         rng = tf.random.Generator.from_seed(args.seed)
-        progress = common.Progress(generator=g_opt, critic=c_opt)
-    iterator = iter(common.distribute_dataset(strategy, args, start_batch=0))
+        progress = training.Progress(generator=g_opt, critic=c_opt)
+    iterator = iter(devices.distribute_dataset(strategy, args, start_batch=0))
     train_step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
     return args, generator, critic, iterator, train_step
 
@@ -350,7 +351,7 @@ def ceiling(variant, flags, known, ceilings):
     """Measure the ceilings for this variant's critic and batch size in ceilings[key], unless already there."""
     args = MODULES[variant].parse_args(flags)
     keras.backend.clear_session()
-    common.set_precision(args.precision)
+    devices.set_precision(args.precision)
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
     key = ceiling_key(args, critic)
     if key in ceilings:

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import common
+import training
 import dcgan
 import ops
 import sample
@@ -152,7 +153,7 @@ def step_once(module, arch, extra=()):
     generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, arch=args.arch)
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm, arch=args.arch)
     g_opt, c_opt = module.make_optimizers(args, generator, critic)
-    progress = common.Progress(generator=g_opt, critic=c_opt)
+    progress = training.Progress(generator=g_opt, critic=c_opt)
     before = [v.numpy() for v in generator.trainable_variables + critic.trainable_variables]
     real = tf.random.stateless_uniform([2, 4, args.image_size, args.image_size, 1], seed=[1, 2], minval=-1, maxval=1)
     step = module.make_train_step(args, tf.distribute.get_strategy(), generator, critic, g_opt, c_opt,

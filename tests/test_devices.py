@@ -23,7 +23,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
-import common, dcgan, ops, sample, wgan, wgan_gp
+import common, dcgan, devices, ops, sample, training, wgan, wgan_gp
 data_dir, out, tiny, mains, checks = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5]
 result = {}
 
@@ -59,14 +59,14 @@ result["refused_dirs"] = [d for d in os.listdir(out) if d.startswith("refused")]
 # The train steps keep every variable's copies equal (all-reduced updates; WGAN's clip in cross-replica context).
 for module in (dcgan, wgan, wgan_gp):
     args = module.parse_args(["--data_dir", data_dir, *tiny, "--strategy", "mirrored"])
-    strategy = common.make_strategy(args)
+    strategy = devices.make_strategy(args)
     with strategy.scope():
         g = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, first_bn=args.first_bn)
         c = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
         g_opt, c_opt = module.make_optimizers(args, g, c)
         rng = tf.random.Generator.from_seed(0)
-        progress = common.Progress(generator=g_opt, critic=c_opt)
-    it = iter(common.distribute_dataset(strategy, args, start_batch=0))
+        progress = training.Progress(generator=g_opt, critic=c_opt)
+    it = iter(devices.distribute_dataset(strategy, args, start_batch=0))
     step = module.make_train_step(args, strategy, g, c, g_opt, c_opt, rng, progress)
     reduce, reduces = strategy.reduce, []  # counts the cross-device reductions the traced step holds
     strategy.reduce = lambda *a, **k: reduces.append(1) or reduce(*a, **k)
@@ -86,8 +86,8 @@ a, b = (x.numpy() for x in strategy.experimental_local_results(z))
 result["z_differ"] = bool(not np.allclose(a, b))
 
 # Replica r reads slice r of each global batch: together they are the one-device batch, in the same order.
-one = iter(common.distribute_dataset(tf.distribute.get_strategy(), args, start_batch=5))
-two = iter(common.distribute_dataset(strategy, args, start_batch=5))
+one = iter(devices.distribute_dataset(tf.distribute.get_strategy(), args, start_batch=5))
+two = iter(devices.distribute_dataset(strategy, args, start_batch=5))
 same = []
 for _ in range(8):  # crosses the epoch boundary (96 images, 6 batches per epoch)
     parts = strategy.experimental_local_results(next(two))
@@ -195,17 +195,17 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
-import common, ops
+import common, devices, ops
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 result = {"skips": []}
 
-# (1) An overflow on one replica only: the optimizers the scripts build (common.prepare_optimizers) skip the update
+# (1) An overflow on one replica only: the optimizers the scripts build (devices.prepare_optimizers) skip the update
 # on both copies and halve the scale on both. Then a finite step applies everywhere.
 args = types.SimpleNamespace(precision="fp16")
 for bad in (0, 1, None):
     with strategy.scope():
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
-        opt, = common.prepare_optimizers(args, (keras.optimizers.SGD(0.1), model))
+        opt, = devices.prepare_optimizers(args, (keras.optimizers.SGD(0.1), model))
     w = model.trainable_variables[0]
     before = w.numpy().copy()
 
@@ -326,9 +326,10 @@ import tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import keras, numpy as np
 import common
+import devices
 with strategy.scope():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
-    opt, = common.prepare_optimizers(types.SimpleNamespace(precision="fp16"), (keras.optimizers.SGD(0.1), model))
+    opt, = devices.prepare_optimizers(types.SimpleNamespace(precision="fp16"), (keras.optimizers.SGD(0.1), model))
 w = model.trainable_variables[0]
 worker = strategy.cluster_resolver.task_id
 trace = [{"w": w.numpy().ravel().tolist()}]

@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 
 import common
+import devices
+import training
 import dcgan
 import ops
 import sample
@@ -23,12 +25,12 @@ TINY = ["--image_size", "28", "--width", "8", "--batch_size", "16", "--z_dim", "
 def test_one_mixed_precision_step_is_finite(name, precision):
     module = SCRIPTS[name]
     args = module.parse_args(TINY + ["--precision", precision] + ["--n_critic", "2"] * (module is not dcgan))
-    common.set_precision(args.precision)
+    devices.set_precision(args.precision)
     keras.utils.set_random_seed(0)
     generator = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, first_bn=args.first_bn)
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
     g_opt, c_opt = module.make_optimizers(args, generator, critic)
-    progress = common.Progress(generator=g_opt, critic=c_opt)
+    progress = training.Progress(generator=g_opt, critic=c_opt)
     real = tf.random.stateless_uniform([4, 16, 28, 28, 1], seed=[1, 2], minval=-1, maxval=1)
     step = module.make_train_step(args, tf.distribute.get_strategy(), generator, critic, g_opt, c_opt,
                                   tf.random.Generator.from_seed(1), progress)
@@ -55,7 +57,7 @@ def test_one_mixed_precision_step_is_finite(name, precision):
 
 
 def _penalty(precision, weights, real, fake, eps, scale=1.0):
-    common.set_precision(precision)
+    devices.set_precision(precision)
     critic = ops.make_critic(28, 1, width=8, norm="layer")
     critic.set_weights(weights)
     return [x.numpy() for x in wgan_gp.gradient_penalty(critic, real, fake, eps, scale=scale)]

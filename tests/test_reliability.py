@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import common
+import training
 import data
 import dcgan
 import wgan
@@ -84,7 +85,7 @@ def test_fp16_that_skips_every_update_for_good_stops_with_exit_3_and_saves_nothi
 
 
 def test_a_second_ctrl_c_saves_the_step_and_ends_in_one_sentence(tiny_fashion, tmp_path, monkeypatch, capsys):
-    real_save_samples = common.save_samples
+    real_save_samples = training.save_samples
 
     def two_ctrl_c(generator, noise, run_dir, step, *args):  # both land while step 2's grid is written
         if step == 2:
@@ -92,7 +93,7 @@ def test_a_second_ctrl_c_saves_the_step_and_ends_in_one_sentence(tiny_fashion, t
             os.kill(os.getpid(), signal.SIGINT)
         return real_save_samples(generator, noise, run_dir, step, *args)
 
-    monkeypatch.setattr(common, "save_samples", two_ctrl_c)
+    monkeypatch.setattr(training, "save_samples", two_ctrl_c)
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
         common.cli(lambda: dcgan.main(["--data_dir", tiny_fashion, *TINY, "--steps", "5", "--sample_every", "1",
@@ -119,20 +120,20 @@ def test_run_without_a_checkpoint_resumes_from_step_0(tiny_fashion, tmp_path):
 
 
 def test_an_error_mid_run_saves_the_last_completed_step(tiny_fashion, tmp_path, monkeypatch):
-    real_save = common.save_samples
+    real_save = training.save_samples
 
     def disk_full_at_step_3(generator, noise, run_dir, step, logger=None):
         if step == 3:
             raise OSError(28, "No space left on device", os.path.join(run_dir, "samples", "step_000003.png"))
         return real_save(generator, noise, run_dir, step, logger)
 
-    monkeypatch.setattr(common, "save_samples", disk_full_at_step_3)
+    monkeypatch.setattr(training, "save_samples", disk_full_at_step_3)
     run_dir = tmp_path / "run"
     with pytest.raises(OSError, match="No space"):
         wgan.main(["--data_dir", tiny_fashion, *TINY, "--steps", "5", "--sample_every", "1", "--ckpt_every", "100",
                    "--out_dir", str(run_dir)])
     assert tf.train.latest_checkpoint(str(run_dir / "ckpt")).endswith("ckpt-3")  # no periodic save had happened
-    monkeypatch.setattr(common, "save_samples", real_save)
+    monkeypatch.setattr(training, "save_samples", real_save)
     wgan.main(["--resume", str(run_dir)])
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3, 4, 5]
 

@@ -10,6 +10,8 @@ import pytest
 import tensorflow as tf
 
 import common
+import devices
+import training
 import dcgan
 import ops
 import sample
@@ -204,7 +206,7 @@ def _step_once(module, eager, extra=()):
     critic = ops.make_critic(args.image_size, args.channels, args.width, norm=args.norm)
     g_opt, c_opt = module.make_optimizers(args, generator, critic)
     rng = tf.random.Generator.from_seed(5)
-    progress = common.Progress(generator=g_opt, critic=c_opt)
+    progress = training.Progress(generator=g_opt, critic=c_opt)
     real = tf.random.stateless_uniform([4, 16, 28, 28, 1], seed=[1, 2], minval=-1, maxval=1)
     iterator = iter(tf.data.Dataset.from_tensor_slices(real))
     tf.config.run_functions_eagerly(eager)
@@ -355,7 +357,7 @@ def test_resume_refuses_conflicting_flags_and_other_variants(tiny_fashion, tmp_p
 def test_fit_pad_is_saved_fed_to_the_data_and_refused_on_resume_if_changed(tiny_fashion, tmp_path, capsys):
     import data
     argv = ["--data_dir", tiny_fashion, *TINY, "--image_size", "32", "--fit", "pad"]
-    batch = next(iter(common.distribute_dataset(tf.distribute.get_strategy(), dcgan.parse_args(argv), 0)))
+    batch = next(iter(devices.distribute_dataset(tf.distribute.get_strategy(), dcgan.parse_args(argv), 0)))
     padded = {image.tobytes() for image in data.load_images("fashion_mnist", tiny_fashion, 32, fit="pad")}
     assert {image.tobytes() for image in data.to_uint8(batch)} <= padded
     run_dir = tmp_path / "run"
