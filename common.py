@@ -83,77 +83,55 @@ def cli(main):
 
 # ----------------------------------------------------------------------------------------------------- flags
 def add_common_flags(parser, *, batch_size, steps, norm, first_bn, norms=ops.NORMS):
-    """Flags that mean the same thing in all three scripts, spelled the same way."""
-    add = parser.add_argument
+    """Flags that mean the same thing in all three scripts, spelled the same way, in --help's groups. Returns the
+    training group, to which each script adds its algorithm's own flags. docs/running.md has the long story."""
+    groups = {name: parser.add_argument_group(name) for name in
+              ("data", "networks", "training", "run directory", "devices and precision", "evaluation")}
+    add = groups["data"].add_argument
     add("--dataset", default="fashion_mnist", choices=data.DATASETS, help="training images")
-    add("--data_dir", default=None,
-        help="where the dataset's files are (required for 'folder'); default: the usual place for each dataset")
-    add("--image_size", type=int, default=32,
-        help="images are resized (or padded: --fit) to image_size x image_size")
+    add("--data_dir", default=None, help="the dataset's files (required for folder); default: its usual place")
+    add("--image_size", type=int, default=32, help="images are brought to image_size x image_size (see --fit)")
     add("--channels", type=int, default=1, choices=(1, 3), help="1 = grayscale, 3 = RGB (converted as needed)")
     add("--fit", default="resize", choices=data.FITS,
-        help="how images reach --image_size: resize = bilinear resize; pad = the original pixels centred on a black "
-             "canvas (Fashion-MNIST 28 -> 32: a 2-pixel border), for the built-in datasets only (a folder's images "
-             "vary in size) and images no larger than --image_size. Default resize: the measurements in "
-             "docs/dcgan_gap.md do not favour padding")
-    add("--batch_size", type=int, default=batch_size, help="global batch size (split evenly across devices)")
-    add("--steps", type=int, default=steps,
-        help="total generator steps of the run (a resumed run stops at the same total); the default is this "
-             "project's choice for Fashion-MNIST, the papers train CIFAR/LSUN for 100k-200k steps")
-    add("--minutes", type=float, default=0,
-        help="also stop (with a checkpoint) after this many minutes of training time, evaluation and saving "
-             "excluded; 0 = no limit")
-    add("--z_dim", type=int, default=100,
-        help="size of the noise vector z ~ N(0, I) (the DCGAN paper drew U[-1, 1]; Gaussian as in most later code)")
-    add("--width", type=int, default=64,
-        help="channels of the critic's first / generator's last hidden layer; doubles with every halving")
-    add("--norm", default=norm, choices=norms,
-        help="normalisation in the critic's hidden layers (--arch no_norm: none whatever this says)")
-    add("--arch", default="dcgan", choices=ops.ARCHS,
-        help="networks (ops.py; docs/architectures.md): dcgan = DCGAN G and D; nobn_g = the WGAN paper's G without "
-             "BatchNorm and with a constant filter count (the paper's, not its authors' --noBN code, which keeps "
-             "the halving pyramid); mlp_g = G a 4-layer ReLU MLP of 512 units, tanh output; no_norm = no "
-             "normalisation in G or D; tanh = tanh nonlinearities in G and D; resnet = WGAN-GP's CIFAR-10 ResNet "
-             "(32x32 only; its critic's blocks take --norm, the authors' is none). The critic is DCGAN's for "
-             "dcgan, nobn_g and mlp_g")
-    add("--first_bn", default=first_bn, choices=ops.FIRST_BNS,
-        help="the generator's first BatchNorm, on the projection of z (--arch dcgan, tanh): feature = statistics, "
-             "gain and bias per unit of the projection, over the batch (Newmu/dcgan_code, the DCGAN paper's first "
-             "author's; WGAN-GP's gan_cifar.py); channel = per channel, over the batch and the 4x4 positions "
-             "(dcgan.torch, pytorch/examples, the WGAN authors' DCGAN_G). Runs saved before this flag are channel")
+        help="resize bilinearly, or pad the original pixels on a black canvas (built-in datasets only)")
     add("--dequantize", action="store_true",
-        help="spread each 8-bit pixel value uniformly over its quantisation bin, (v + U(0, 1)) / 128 - 1, as the "
-             "WGAN-GP authors' CIFAR-10 code does; default v / 127.5 - 1")
-    add("--seed", type=int, default=0, help="seeds weights, noise, data order (and --dequantize's noise)")
-    add("--deterministic", action="store_true",
-        help="enable TF op determinism so that runs repeat bit for bit (slower on GPUs)")
-    add("--strategy", default="auto", choices=STRATEGIES,
-        help="devices: auto = all local GPUs if there are two or more, else one device; mirrored = all local GPUs "
-             "(or all logical CPU devices); multi_worker = several machines, configured by TF_CONFIG")
-    add("--precision", default="fp32", choices=tuple(PRECISIONS),
-        help="fp32; bf16 (mixed, for Ampere+ GPUs, TPUs and CPUs with AVX512_BF16/AMX); fp16 (mixed with loss "
-             "scaling, for Volta/Turing GPUs)")
-    add("--xla", action="store_true", help="compile each device's train step with XLA (jit_compile=True)")
-    add("--out_dir", default=None, help="run directory (default: runs/<variant>-<dataset>-<timestamp>)")
-    add("--resume", default=None, metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its newest checkpoint (or from the start if it has none yet), "
-             "with its saved flags")
-    add("--ckpt_every", type=int, default=1000, help="save a checkpoint every N steps (and at the end, and on Ctrl-C)")
+        help="pixels (v + U(0, 1)) / 128 - 1 instead of v / 127.5 - 1 (WGAN-GP's CIFAR-10 code)")
+    add = groups["networks"].add_argument
+    add("--z_dim", type=int, default=100, help="size of z ~ N(0, I) (the DCGAN paper drew U[-1, 1])")
+    add("--width", type=int, default=64, help="channels of D's first / G's last hidden layer; doubles per halving")
+    add("--norm", default=norm, choices=norms, help="normalisation in the critic's hidden layers")
+    add("--arch", default="dcgan", choices=ops.ARCHS, help="networks: the papers' variants (docs/architectures.md)")
+    add("--first_bn", default=first_bn, choices=ops.FIRST_BNS,
+        help="G's first BatchNorm per unit of z's projection (Newmu/dcgan_code) or per channel (dcgan.torch)")
+    add = groups["training"].add_argument
+    add("--batch_size", type=int, default=batch_size, help="global batch size (split evenly across devices)")
+    add("--steps", type=int, default=steps, help="generator steps of the whole run (the papers: 100k-200k)")
+    add("--minutes", type=float, default=0, help="also stop, with a checkpoint, after this much training time")
+    add("--seed", type=int, default=0, help="seeds weights, noise, data order and --dequantize's noise")
+    add("--deterministic", action="store_true", help="TF op determinism: runs repeat bit for bit (slower on GPUs)")
+    add("--lr_decay", default="none", choices=("none", "linear"),
+        help="learning rates constant, or linear to 0 over --steps (WGAN-GP's CIFAR-10 ResNet)")
+    add = groups["run directory"].add_argument
+    add("--out_dir", default=None, help="run directory; if not given: runs/<variant>-<dataset>-<time>-<random>")
+    add("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its newest checkpoint")
+    add("--ckpt_every", type=int, default=1000, help="save a checkpoint every N steps (and at the end, on Ctrl-C)")
     add("--keep_ckpts", type=int, default=3, help="how many of the newest checkpoints to keep")
     add("--sample_every", type=int, default=500, help="write a sample grid from the fixed noise every N steps")
     add("--log_every", type=int, default=50, help="write losses to TensorBoard and metrics.jsonl every N steps")
-    add("--eval_every", type=int, default=0,
-        help="score the generator every N steps (0 = never) and keep the best checkpoint in ckpt_best/")
+    add = groups["devices and precision"].add_argument
+    add("--strategy", default="auto", choices=STRATEGIES,
+        help="auto = all local GPUs if two or more; mirrored; multi_worker (TF_CONFIG; docs/devices.md)")
+    add("--precision", default="fp32", choices=tuple(PRECISIONS), help="fp32, or mixed bf16 / fp16 (loss scaling)")
+    add("--xla", action="store_true", help="compile each device's train step with XLA (jit_compile=True)")
+    add = groups["evaluation"].add_argument
+    add("--eval_every", type=int, default=0, help="score G every N steps, keep the best checkpoint (0 = never)")
     add("--eval_samples", type=int, default=10000, help="generated images per evaluation")
-    add("--lr_decay", default="none", choices=("none", "linear"),
-        help="learning rate schedule of both networks: none, or linear to 0 over --steps generator steps "
-             "(WGAN-GP's CIFAR-10 ResNet recipe)")
-    # Lower-is-better metrics of metrics.py only (the Inception Score is higher-is-better, so it cannot pick a best).
+    # Lower-is-better metrics only (the Inception Score is higher-is-better, so it cannot pick a best).
     add("--metric", default=None, choices=("classifier_fd", "classifier_kid", "fid", "kid"),
-        help="what --eval_every computes (see metrics.py); default classifier_fd for fashion_mnist/mnist, else fid")
+        help="what --eval_every computes; default classifier_fd on (Fashion-)MNIST, else fid")
     add("--eval_extra", nargs="*", default=[], metavar="METRIC",
-        help="metrics.py metrics also logged at each --eval_every (never used to pick the best checkpoint), e.g. "
-             "classifier_precision classifier_recall classes: mode collapse in numbers")
+        help="metrics.py metrics also logged at each evaluation, e.g. classifier_recall classes")
+    return groups["training"]
 
 
 def parse_args(parser, variant, argv=None):

@@ -28,15 +28,13 @@ VARIANT = "dcgan"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # The paper's discriminator has BatchNorm on every layer but the input layer.
-    # The first BatchNorm per unit of z's projection, as in Newmu/dcgan_code (Radford's own): against dcgan.torch's
-    # per-channel one it measured ahead at 1,000 steps and level at 2,000 (docs/dcgan_gap.md, "The per-unit first
-    # BatchNorm becomes dcgan.py's default").
-    common.add_common_flags(parser, batch_size=128, steps=10000, norm="batch", first_bn="feature")
-    parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, both networks")
-    parser.add_argument("--beta1", type=float, default=0.5,
-                        help="Adam beta_1 (the paper: 0.9 made training oscillate and unstable)")
-    parser.add_argument("--beta2", type=float, default=0.999, help="Adam beta_2")
+    # The paper's discriminator has BatchNorm on every layer but the input layer; the generator's first BatchNorm is
+    # per unit of z's projection, as in Newmu/dcgan_code, the paper's first author's code.
+    training_flags = common.add_common_flags(parser, batch_size=128, steps=10000, norm="batch", first_bn="feature")
+    add = training_flags.add_argument
+    add("--lr", type=float, default=2e-4, help="Adam learning rate, both networks")
+    add("--beta1", type=float, default=0.5, help="Adam beta_1 (the paper: 0.9 oscillates and is unstable)")
+    add("--beta2", type=float, default=0.999, help="Adam beta_2")
     return common.parse_args(parser, VARIANT, argv)
 
 
@@ -93,12 +91,12 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         generator_update = tf.function(generator_update, jit_compile=True)
 
     @tf.function
-    def train_step(iterator, n_critic=1):  # n_critic: wgan.py's signature; DCGAN takes one update per step
+    def train_step(iterator):
         # (1) discriminator: one update, maximising log D(real) + log(1 - D(G(z)))
-        metrics = strategy.run(critic_update, args=(next(iterator),))
+        logged = strategy.run(critic_update, args=(next(iterator),))
         # (2) generator: one update, maximising log D(G(z))
-        metrics.update(strategy.run(generator_update))
-        return progress.advance(devices.reduce_metrics(strategy, metrics), critic_updates=1)
+        logged.update(strategy.run(generator_update))
+        return progress.advance(devices.reduce_metrics(strategy, logged), critic_updates=1)
 
     return train_step
 

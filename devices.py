@@ -15,6 +15,7 @@ Several machines: TensorFlow's gRPC server, which --strategy multi_worker starts
 accepts connections from anyone who can reach that port, unauthenticated. Run several machines only on a private
 network or behind a firewall (docs/devices.md).
 """
+import json
 import os
 import sys
 
@@ -33,9 +34,7 @@ def make_strategy(args):
     before any other TensorFlow work, and the batch-size check needs the number of replicas in use."""
     name = args.strategy
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise common.RunError("--strategy multi_worker needs the TF_CONFIG environment variable that lists the "
-                           "workers (see README, 'Many GPUs and machines').")
+        check_tf_config(os.environ.get("TF_CONFIG"))
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -52,14 +51,35 @@ def make_strategy(args):
             strategy = _MIRRORED[devices]
     replicas = strategy.num_replicas_in_sync
     if args.batch_size % replicas:
-        raise common.RunError(f"--batch_size {args.batch_size} does not split evenly over the {replicas} devices in use; "
-                       f"use a multiple of {replicas}.")
+        raise common.RunError(f"--batch_size {args.batch_size} does not split evenly over the {replicas} devices "
+                              f"in use; use a multiple of {replicas}.")
     if args.xla and replicas > 1:
         # Synchronized BatchNorm all-reduces inside the per-device computation, and a collective cannot sit
         # inside a nested jit_compile function; XLA here compiles per-device work only.
         raise common.RunError(f"--xla compiles one device's train step and cannot include the BatchNorm statistics "
-                       f"synchronized across the {replicas} devices in use; drop --xla or use --strategy one.")
+                              f"synchronized across the {replicas} devices in use; drop --xla or use --strategy one.")
     return strategy
+
+
+def check_tf_config(text):
+    """RunError in one sentence unless TF_CONFIG is JSON naming a cluster of host:port lists and this task in it."""
+    fix = "set TF_CONFIG as docs/devices.md shows"
+    if not text:
+        raise common.RunError(f"--strategy multi_worker needs the TF_CONFIG environment variable that lists the "
+                              f"workers; {fix}.")
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise common.RunError(f"TF_CONFIG is not valid JSON ({e}); {fix}.") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(hosts, list) and hosts and all(isinstance(h, str) and ":" in h for h in hosts)
+            for hosts in cluster.values()):
+        raise common.RunError(f"TF_CONFIG's cluster must map task types to lists of host:port strings; {fix}.")
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int) \
+            or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise common.RunError(f"TF_CONFIG's task must name a type of its cluster and an index within it; {fix}.")
 
 
 def set_precision(precision, xla=False):

@@ -19,13 +19,14 @@ import data
 import devices
 import files
 
+
 class LinearDecay:
     """--lr_decay linear: lr * max(0, 1 - step / steps), a Keras 3 callable learning rate read at every update.
 
     `step` is the run's clock, Progress.step (generator steps), bound when Progress is created (through
-    decay_learning_rates); not optimizer.iterations, which n_critic makes 5x the generator's. The WGAN-GP authors decay both Adams by the
-    generator iteration the same way (gan_cifar_resnet.py). The step is checkpointed, so a resumed run continues
-    the decay bit for bit.
+    decay_learning_rates); not optimizer.iterations, which n_critic makes 5x the generator's. The WGAN-GP authors
+    decay both Adams by the generator iteration the same way (gan_cifar_resnet.py). The step is checkpointed, so a
+    resumed run continues the decay bit for bit.
     """
 
     def __init__(self, lr, steps):
@@ -141,8 +142,8 @@ class Progress:
             skipped, scale = int(self._stuck_skipped.numpy()), float(self._stuck_scale.numpy())
             what = (f"skipped every update of {skipped} steps in a row" if skipped >= self.FP16_SKIPPED_STEPS else
                     f"lowered its loss scale to {scale:g} (the gradients overflow float16 even scaled down)")
-            raise common.NonFiniteError(f"At step {step} fp16 loss scaling had {what}, so training stopped; start a new run "
-                                 "with --precision bf16 or fp32, or a lower --lr.")
+            raise common.NonFiniteError(f"At step {step} fp16 loss scaling had {what}, so training stopped; start a "
+                                        "new run with --precision bf16 or fp32, or a lower --lr.")
 
 
 # ------------------------------------------------------------------------------------------------- logging
@@ -328,7 +329,8 @@ class Loop:
             if evaluate:  # on every worker, so that all of them take part in saving the best checkpoint
                 score = self.evaluate(self.generator, i, self.log)
                 if not math.isfinite(score):
-                    raise common.NonFiniteError(f"At step {i} the evaluation score became {score}, so training stopped.")
+                    raise common.NonFiniteError(f"At step {i} the evaluation score became {score}, so training "
+                                                "stopped.")
                 self.ckpt.save_if_best(i, score)  # before the periodic save, which holds the best score
             if save:
                 # Periodic checkpoints hold whole steps only: after an fp16 step that skipped an update the save

@@ -30,13 +30,14 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # BatchNorm in the critic, as in the authors' DCGAN critic; clipping keeps it Lipschitz all the same.
     # The WGAN authors' DCGAN_G normalises its first layer per channel (a 4x4 transposed conv, then BatchNorm2d).
-    common.add_common_flags(parser, batch_size=64, steps=10000, norm="batch", first_bn="channel")
-    parser.add_argument("--lr", type=float, default=5e-5, help="RMSProp learning rate alpha, both networks")
-    parser.add_argument("--clip", type=float, default=0.01, help="clipping bound c for every critic weight")
-    parser.add_argument("--n_critic", type=int, default=5, help="critic updates per generator update")
-    parser.add_argument("--critic_warmup", action=argparse.BooleanOptionalAction, default=True,
-                        help=f"{WARMUP_ITERS} critic updates for the first {WARMUP_STEPS} generator steps and every "
-                             f"{WARMUP_EVERY}th (the authors' code, not the paper)")
+    training_flags = common.add_common_flags(parser, batch_size=64, steps=10000, norm="batch", first_bn="channel")
+    add = training_flags.add_argument
+    add("--lr", type=float, default=5e-5, help="RMSProp learning rate alpha, both networks")
+    add("--clip", type=float, default=0.01, help="clipping bound c for every critic weight")
+    add("--n_critic", type=int, default=5, help="critic updates per generator update")
+    add("--critic_warmup", action=argparse.BooleanOptionalAction, default=True,
+        help=f"{WARMUP_ITERS} critic updates for the first {WARMUP_STEPS} and every {WARMUP_EVERY}th generator step "
+             "(the authors' code)")
     return common.parse_args(parser, VARIANT, argv)
 
 
@@ -106,24 +107,24 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         generator_update = tf.function(generator_update, jit_compile=True)
 
     def clipped_critic_update(real):
-        metrics = strategy.run(critic_update, args=(real,))
+        logged = strategy.run(critic_update, args=(real,))
         # Algorithm 1, line 7, after every critic update, on every device's copy at once (cross-replica context).
         clip_weights(critic.trainable_variables, args.clip)
-        return metrics
+        return logged
 
     @tf.function
     def train_step(iterator, n_critic):
         # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake), each then clipped.
         #     A graph loop over a tensor n_critic (5, or 100 in the warm-up): one call per generator step, traced
-        #     once; the last update's metrics are the ones logged, reduced over the devices once per step.
-        metrics = clipped_critic_update(next(iterator))
+        #     once; the last update's values are the ones logged, reduced over the devices once per step.
+        logged = clipped_critic_update(next(iterator))
         for _ in tf.range(n_critic - 1):
-            metrics = clipped_critic_update(next(iterator))
+            logged = clipped_critic_update(next(iterator))
         # (2) generator: one update, maximising D(G(z))
-        metrics.update(strategy.run(generator_update))
-        metrics = devices.reduce_metrics(strategy, metrics)
-        metrics["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)  # the same on every copy
-        return progress.advance(metrics, critic_updates=n_critic)
+        logged.update(strategy.run(generator_update))
+        logged = devices.reduce_metrics(strategy, logged)
+        logged["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)  # the same on every copy
+        return progress.advance(logged, critic_updates=n_critic)
 
     return train_step
 

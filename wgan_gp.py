@@ -28,19 +28,17 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # BatchNorm is not offered: it couples the samples of a batch, so the per-sample penalty would be wrong.
-    # The first BatchNorm per channel, as the authors' DCGAN generator in gan_64x64.py (their gan_cifar.py's is per
-    # unit; docs/dcgan_gap.md measured no gap to close for WGAN-GP).
-    common.add_common_flags(parser, batch_size=64, steps=10000, norm="layer", norms=("layer", "none"),
-                            first_bn="channel")
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate alpha, both networks")
-    parser.add_argument("--beta1", type=float, default=0.0,
-                        help="Adam beta_1 (Algorithm 1; the authors' MNIST/CIFAR scripts use 0.5)")
-    parser.add_argument("--beta2", type=float, default=0.9, help="Adam beta_2")
-    parser.add_argument("--n_critic", type=int, default=5, help="critic updates per generator update")
-    parser.add_argument("--gp_weight", type=float, default=10.0, help="gradient penalty coefficient lambda")
-    parser.add_argument("--gen_batch_multiple", type=int, default=1,
-                        help="the generator update draws this many times --batch_size samples (the authors' "
-                             "CIFAR-10 ResNet code: GEN_BS_MULTIPLE = 2; Algorithm 1 and their other scripts: 1)")
+    # The first BatchNorm per channel, as the authors' DCGAN generator in gan_64x64.py (gan_cifar.py's is per unit).
+    training_flags = common.add_common_flags(parser, batch_size=64, steps=10000, norm="layer", norms=("layer", "none"),
+                                             first_bn="channel")
+    add = training_flags.add_argument
+    add("--lr", type=float, default=1e-4, help="Adam learning rate alpha, both networks")
+    add("--beta1", type=float, default=0.0, help="Adam beta_1 (Algorithm 1; the authors' MNIST/CIFAR code: 0.5)")
+    add("--beta2", type=float, default=0.9, help="Adam beta_2")
+    add("--n_critic", type=int, default=5, help="critic updates per generator update")
+    add("--gp_weight", type=float, default=10.0, help="gradient penalty coefficient lambda")
+    add("--gen_batch_multiple", type=int, default=1,
+        help="G's update draws this many times --batch_size samples (the authors' CIFAR-10 ResNet code: 2)")
     return common.parse_args(parser, VARIANT, argv)
 
 
@@ -123,13 +121,13 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
     def train_step(iterator, n_critic):
         # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake) - lambda * penalty.
         #     A graph loop over a tensor n_critic: one call per generator step, traced once; the last update's
-        #     metrics are the ones logged, reduced over the devices once per step.
-        metrics = strategy.run(critic_update, args=(next(iterator),))
+        #     values are the ones logged, reduced over the devices once per step.
+        logged = strategy.run(critic_update, args=(next(iterator),))
         for _ in tf.range(n_critic - 1):
-            metrics = strategy.run(critic_update, args=(next(iterator),))
+            logged = strategy.run(critic_update, args=(next(iterator),))
         # (2) generator: one update, maximising D(G(z))
-        metrics.update(strategy.run(generator_update))
-        return progress.advance(devices.reduce_metrics(strategy, metrics), critic_updates=n_critic)
+        logged.update(strategy.run(generator_update))
+        return progress.advance(devices.reduce_metrics(strategy, logged), critic_updates=n_critic)
 
     return train_step
 

@@ -294,6 +294,11 @@ def build(variant, flags):
         progress = training.Progress(generator=g_opt, critic=c_opt)
     iterator = iter(devices.distribute_dataset(strategy, args, start_batch=0))
     train_step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
+    if variant == "dcgan":  # one discriminator update per step: no n_critic argument
+        dcgan_step = train_step
+
+        def train_step(iterator, n_critic):
+            return dcgan_step(iterator)
     return args, generator, critic, iterator, train_step
 
 
