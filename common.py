@@ -17,11 +17,13 @@ A run directory looks like this:
 Only the chief (the one process of a single-machine run) writes there; other workers of a multi-worker run write
 their share of each checkpoint into a temporary directory that is removed at the end.
 """
+import argparse
 import datetime
 import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,7 @@ PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float1
 EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_INTERRUPTED = 2, 3, 130  # 130: the shell's status for a SIGINT
 
 # Flags a resumed run may change; every other saved flag is part of the experiment and must match.
+CONFIG_MAX_BYTES = 1 << 20  # a config.json is a few KB; a larger one is not read
 RESUMABLE_FLAGS = {"steps", "resume", "out_dir", "data_dir", "ckpt_every", "sample_every", "log_every",
                    "keep_ckpts", "xla", "eval_every", "eval_samples", "eval_extra", "strategy", "minutes"}
 
@@ -68,8 +71,8 @@ def cli(main):
               file=sys.stderr)
         sys.exit(EXIT_NON_FINITE)
     except OSError as e:  # known causes in one sentence: a full disk, an unwritable or vanished output
-        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; fix that and continue the run "
-              "with --resume RUN_DIR.", file=sys.stderr)
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}; fix that and start again (a run "
+              "that has saved a checkpoint continues with --resume RUN_DIR).", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except tf.errors.ResourceExhaustedError:
         print("error: out of memory; lower --batch_size (or --image_size, --width), or use --precision bf16/fp16, "
@@ -153,16 +156,17 @@ def parse_args(parser, variant, argv=None):
         if args.lr_decay == "linear" and args.steps != saved["steps"]:
             raise RunError(f"--steps {args.steps} would change the saved run's learning rate decay, which reaches "
                            f"0 at its --steps {saved['steps']}; drop --steps to resume {args.resume}.")
-    problem = flag_problem(args)
+    problem = flag_problem(vars(args))
     if problem:
-        raise RunError(problem)
+        name, value, what = problem
+        raise RunError(f"--{name} must be {what}, not {value}.")
     return args
 
 
 # Checked for every script that has the flag: (flags, test, what the value must be).
 _FLAG_RULES = [
     (("steps", "batch_size", "ckpt_every", "sample_every", "log_every", "keep_ckpts", "width", "z_dim",
-      "n_critic", "eval_samples", "gen_batch_multiple"), lambda v: v >= 1, "at least 1"),
+      "n_critic", "eval_samples", "gen_batch_multiple", "image_size"), lambda v: v >= 1, "at least 1"),
     (("eval_every", "minutes"), lambda v: v >= 0, "0 (off) or positive"),
     (("lr", "clip"), lambda v: v > 0, "positive"),
     (("gp_weight",), lambda v: v >= 0, "0 or positive"),
@@ -171,20 +175,58 @@ _FLAG_RULES = [
 ]
 
 
-def flag_problem(args):
-    """One sentence about the first invalid flag, or None."""
+def flag_problem(flags):
+    """(name, value, what it must be) of the first invalid value in `flags` (a dict of flag values), or None."""
     for names, ok, what in _FLAG_RULES:
         for name in names:
-            value = getattr(args, name, None)
+            value = flags.get(name)
             if value is not None and not (math.isfinite(value) and ok(value)):
-                return f"--{name} must be {what}, not {value}."
+                return name, value, what
     try:
-        ops.check_arch(getattr(args, "arch", "dcgan"), args.image_size)
+        ops.check_arch(flags.get("arch", "dcgan"), flags["image_size"])
     except ValueError as e:
-        return str(e)
+        return "image_size", flags["image_size"], f"a size the architecture can be built at ({str(e).rstrip('.')})"
     # --eval_samples against the metric's needs: metrics.Evaluator checks it, built before anything is written
     # (metrics imports this module, not the other way round).
     return None
+
+
+# The scripts' own flags and their types, for reading a config.json back (the common flags' come from the parser).
+_SCRIPT_FLAG_TYPES = {"lr": float, "beta1": float, "beta2": float, "clip": float, "gp_weight": float, "n_critic": int,
+                      "gen_batch_multiple": int, "critic_warmup": bool}
+
+
+def _value_problem(action, value):
+    """What `value` must be for the flag of argparse `action`, if it is not that; else None."""
+    kind = bool if isinstance(action, argparse._StoreTrueAction) else action.type or str
+    if action.nargs == "*":
+        ok = isinstance(value, list) and all(isinstance(v, kind) for v in value)
+        return None if ok else f"a list of {kind.__name__}"
+    if value is None and action.default is None:
+        return None
+    ok = type(value) is kind or (kind is float and type(value) is int)  # type(): True is not an int here
+    if action.choices is not None:
+        return None if ok and value in action.choices else f"one of {', '.join(map(str, action.choices))}"
+    return None if ok else f"of type {kind.__name__}"
+
+
+def config_problem(config):
+    """(key, value, what it must be) of the first value of a config.json that the scripts could not have written,
+    or None: types and choices as the flags define them, then the flags' ranges."""
+    parser = argparse.ArgumentParser()
+    add_common_flags(parser, batch_size=1, steps=1, norm="none", first_bn=ops.FIRST_BNS[0])
+    actions = {a.dest: a for a in parser._actions}
+    for key, value in config.items():
+        if key in actions:
+            what = _value_problem(actions[key], value)
+        elif key in _SCRIPT_FLAG_TYPES:
+            kind = _SCRIPT_FLAG_TYPES[key]
+            what = _value_problem(argparse.Action([], key, type=kind, default=kind()), value)
+        else:
+            continue
+        if what:
+            return key, value, what
+    return flag_problem(config)
 
 
 # What a run saved before a flag existed ran with: its config.json has no such key.
@@ -204,20 +246,33 @@ def read_config(run_dir):
     if not os.path.isfile(path):
         raise RunError(f"{run_dir} is not a run directory (it has no config.json).")
     try:
+        if os.path.getsize(path) > CONFIG_MAX_BYTES:
+            raise ValueError(f"over {CONFIG_MAX_BYTES} bytes")
         with open(path) as f:
             config = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise RunError(f"{path} cannot be read as JSON ({e}).") from None
     if not isinstance(config, dict) or config.get("variant") not in VARIANTS:
         raise RunError(f"{path} is not the config of a dcgan/wgan/wgan_gp run.")
     missing = [k for k in ("image_size", "channels", "z_dim", "width", "seed", "dataset") if k not in config]
     if missing:
         raise RunError(f"{path} lacks {', '.join(missing)}; it was not written by these scripts or was edited.")
+    problem = config_problem(config)
+    if problem:
+        key, value, what = problem
+        raise RunError(f"{path} holds {key} {json.dumps(value)[:80]}, which must be {what}: the file was edited or "
+                       "is not from these scripts, so restore it or start a new run.")
     return config
 
 
-def _write_json(path, obj):
-    files.write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def _check_new_run_dir(run_dir):
+    """RunError before anything is written if a new run cannot have `run_dir`: it holds a run, or other files."""
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
+                       "--out_dir.")
+    if os.path.lexists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
+        raise RunError(f"{run_dir} exists and is not an empty folder, and holds no run; choose another --out_dir "
+                       "(it is left as it is).")
 
 
 def _git_commit():
@@ -268,10 +323,10 @@ class Run:
             self.config.update({k: getattr(args, k) for k in RESUMABLE_FLAGS - {"resume", "out_dir"}})
             self.config.setdefault("resumed", []).append(_now())
         else:
-            self.dir = args.out_dir or os.path.join("runs", f"{variant}-{args.dataset}-{_now()}")
-            if self.chief and os.path.exists(os.path.join(self.dir, "config.json")):
-                raise RunError(f"{self.dir} already holds a run; continue it with --resume {self.dir} or choose "
-                               "another --out_dir.")
+            # A random suffix: runs of a sweep started in the same second get folders of their own.
+            self.dir = args.out_dir or os.path.join("runs", f"{variant}-{args.dataset}-{_now()}-{secrets.token_hex(2)}")
+            if self.chief:
+                _check_new_run_dir(self.dir)
             self.config = {k: v for k, v in vars(args).items() if k not in ("resume", "out_dir")}
             self.config.update(variant=variant, created=_now(), git_commit=_git_commit(), versions={
                 "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
@@ -281,12 +336,17 @@ class Run:
 
     def save_config(self):
         """Create the run directory and write config.json: called once the data has loaded, so that bad input
-        leaves no half-made run behind."""
+        leaves no half-made run behind. A new run's config.json is created exclusively: that write claims the
+        folder, so of two runs given one folder (or one default name) exactly one goes on."""
         if not self.chief:
             return
+        path = os.path.join(self.dir, "config.json")
+        text = json.dumps(self.config, indent=2, sort_keys=True) + "\n"
         try:
             os.makedirs(self.dir, exist_ok=True)
-            _write_json(os.path.join(self.dir, "config.json"), self.config)
+            files.write_text(path, text, exclusive=not self.args.resume)
+        except FileExistsError:
+            raise RunError(f"{self.dir} was claimed by another run a moment ago; choose another --out_dir.") from None
         except OSError as e:
             raise RunError(f"cannot write the run directory {self.dir} ({e.strerror}).") from None
 

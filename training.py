@@ -154,9 +154,10 @@ class Logger:
     events) are dropped first: every tag keeps one line.
     """
 
-    def __init__(self, run_dir, total_steps, start_step):
+    def __init__(self, run_dir, total_steps, start_step, resumed=False):
         from tqdm import tqdm
-        _drop_history_after(run_dir, start_step)
+        if resumed:  # a new run's folder holds nothing of its own yet: nothing there is touched
+            _drop_history_after(run_dir, start_step)
         self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs"))
         self.jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -281,7 +282,7 @@ class Loop:
 
     def __enter__(self):
         self.progress.sync()
-        self.log = Logger(self.run.write_dir, self.args.steps, self.step)
+        self.log = Logger(self.run.write_dir, self.args.steps, self.step, resumed=bool(self.args.resume))
         self.stop = StopRequest(self.run.workers)
         self.mark = (self.step, 0, self.clock)  # step, images and clock at the last log line
         self.images = 0
