@@ -47,7 +47,9 @@ EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_INTERRUPTED = 2, 3, 130  # 130: the shell
 # Flags a resumed run may change; every other saved flag is part of the experiment and must match.
 CONFIG_MAX_BYTES = 1 << 20  # a config.json is a few KB; a larger one is not read
 RESUMABLE_FLAGS = {"steps", "resume", "out_dir", "data_dir", "ckpt_every", "sample_every", "log_every",
-                   "keep_ckpts", "xla", "eval_every", "eval_samples", "eval_extra", "strategy", "minutes"}
+                   "keep_ckpts", "xla", "eval_every", "eval_samples", "eval_extra", "strategy", "minutes",
+                   "steps_per_call"}
+STEPS_PER_CALL = 1  # --steps_per_call's default
 
 
 class RunError(Exception):
@@ -126,6 +128,8 @@ def add_common_flags(parser, *, batch_size, steps, norm, first_bn, norms=ops.NOR
         help="auto = all local GPUs if two or more; mirrored; multi_worker (TF_CONFIG; docs/devices.md)")
     add("--precision", default="fp32", choices=tuple(PRECISIONS), help="fp32, or mixed bf16 / fp16 (loss scaling)")
     add("--xla", action="store_true", help="compile each device's train step with XLA (jit_compile=True)")
+    add("--steps_per_call", type=int, default=STEPS_PER_CALL,
+        help="generator steps per compiled call: fewer calls from Python (docs/speed.md); results do not change")
     add = groups["evaluation"].add_argument
     add("--eval_every", type=int, default=0, help="score G every N steps, keep the best checkpoint (0 = never)")
     add("--eval_samples", type=int, default=10000, help="generated images per evaluation")
@@ -166,7 +170,8 @@ def parse_args(parser, variant, argv=None):
 # Checked for every script that has the flag: (flags, test, what the value must be).
 _FLAG_RULES = [
     (("steps", "batch_size", "ckpt_every", "sample_every", "log_every", "keep_ckpts", "width", "z_dim",
-      "n_critic", "eval_samples", "gen_batch_multiple", "image_size"), lambda v: v >= 1, "at least 1"),
+      "n_critic", "eval_samples", "gen_batch_multiple", "image_size", "steps_per_call"), lambda v: v >= 1,
+     "at least 1"),
     (("eval_every", "minutes"), lambda v: v >= 0, "0 (off) or positive"),
     (("lr", "clip"), lambda v: v > 0, "positive"),
     (("gp_weight",), lambda v: v >= 0, "0 or positive"),

@@ -62,7 +62,8 @@ def make_optimizers(args, generator, critic):
 
 
 def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress):
-    """Returns train_step(iterator): one discriminator and one generator update in one compiled call."""
+    """Returns train_step(iterator, steps): `steps` generator steps (a tensor, so any count runs one trace) of one
+    discriminator and one generator update each, in one compiled call."""
     batch = args.batch_size // strategy.num_replicas_in_sync  # per device
     mean = tf.nn.compute_average_loss  # sums per-sample values and divides by the GLOBAL batch size
 
@@ -91,12 +92,14 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         generator_update = tf.function(generator_update, jit_compile=True)
 
     @tf.function
-    def train_step(iterator):
-        # (1) discriminator: one update, maximising log D(real) + log(1 - D(G(z)))
-        logged = strategy.run(critic_update, args=(next(iterator),))
-        # (2) generator: one update, maximising log D(G(z))
-        logged.update(strategy.run(generator_update))
-        return progress.advance(devices.reduce_metrics(strategy, logged), critic_updates=1)
+    def train_step(iterator, steps):
+        for _ in tf.range(steps):
+            # (1) discriminator: one update, maximising log D(real) + log(1 - D(G(z)))
+            logged = strategy.run(critic_update, args=(next(iterator),))
+            # (2) generator: one update, maximising log D(G(z))
+            logged.update(strategy.run(generator_update))
+            progress.advance(devices.reduce_metrics(strategy, logged), critic_updates=1)
+        return progress.logged()  # the last step's values
 
     return train_step
 
@@ -127,8 +130,8 @@ def main(argv=None):
           f"on {strategy.num_replicas_in_sync} device(s), {args.precision}; run directory {run.dir}")
     iterator = iter(dataset)
     with training.Loop(run, ckpt, progress, generator, evaluate) as loop:
-        for _ in loop.steps():
-            loop.end_step(train_step(iterator), images=args.batch_size)
+        for steps in loop.calls():  # up to --steps_per_call steps per call, cut at log/sample/checkpoint steps
+            loop.end_call(train_step(iterator, steps))
     print(f"{'finished' if loop.step >= args.steps else 'stopped'} at step {loop.step}; checkpoints in {run.dir}/ckpt")
 
 

@@ -66,6 +66,7 @@ class Progress:
     """
 
     FP16_SKIPPED_STEPS = 25  # from a scale of 2^15, 16 skips in a row already take it below 1
+    MAX_LOGGED = 32  # logged values a step may have (the scripts log 4 to 7)
 
     def __init__(self, **optimizers):
         def variable(value, dtype):
@@ -85,18 +86,22 @@ class Progress:
         self._stuck_step = variable(-1, tf.int64)  # the first step at which fp16's skipping became endless, or -1
         self._stuck_scale = variable(0.0, tf.float32)  # the lowest loss scale at that step
         self._stuck_skipped = variable(0, tf.int64)  # and the steps in a row skipped by then
+        self._last = variable(tf.zeros([self.MAX_LOGGED]), tf.float32)  # the last step's logged values
         self._names = []
 
     def _applied_updates(self):
         return tf.add_n([tf.cast(o.iterations, tf.int64) for o in self.optimizers.values()])
 
     def advance(self, metrics, critic_updates):
-        """End of a train step, in the graph: count the step and its real batches, record a divergence. Returns
-        the metrics, with fp16's loss scales added."""
+        """End of a train step, in the graph: count the step and its real batches, record a divergence, keep the
+        step's logged values (with fp16's loss scales added) for logged()."""
         metrics = {**metrics, **{f"loss_scale/{name}": devices.loss_scale(o) for name, o in self.optimizers.items()
                                  if hasattr(o, "dynamic_scale")}}
+        if len(metrics) > self.MAX_LOGGED:
+            raise ValueError(f"a step logs {len(metrics)} values; Progress keeps at most {self.MAX_LOGGED}")
         self._names = list(metrics)
         values = tf.stack([tf.cast(v, tf.float32) for v in metrics.values()])
+        self._last.assign(tf.pad(values, [[0, self.MAX_LOGGED - len(metrics)]]))
         finite = tf.math.is_finite(values)
         updates = self._applied_updates()
         all_applied = tf.equal(updates - self._updates, tf.cast(critic_updates, tf.int64) + 1)
@@ -119,7 +124,11 @@ class Progress:
         self._bad_step.assign(tf.where(first, self.step, self._bad_step))
         self._bad_index.assign(tf.where(first, index, self._bad_index))
         self._bad_value.assign(tf.where(first, values[index], self._bad_value))
-        return metrics
+
+    def logged(self):
+        """The logged values of the last step, {name: float32 scalar}: what a train step of several steps returns."""
+        last = self._last.read_value()
+        return {name: last[i] for i, name in enumerate(self._names)}
 
     def sync(self):
         """After a restore: the optimizers' update counts are the new reference."""
@@ -260,8 +269,12 @@ class Loop:
     evaluation, checkpoints, the --minutes budget, Ctrl-C, and what happens on an error.
 
         with training.Loop(run, ckpt, progress, generator, evaluate) as loop:
-            for step in loop.steps():                      # 0-based index of the step about to run
-                loop.end_step(train_step(...), images=...)
+            for steps in loop.calls():                     # generator steps of the next call, a tensor
+                loop.end_call(train_step(iterator, steps))
+
+    A call runs up to --steps_per_call generator steps inside one compiled function; calls are cut so that every
+    log, sample, evaluation and checkpoint step ends one, so they happen at the same steps whatever the count.
+    Ctrl-C, the --minutes budget and the several workers' agreement to stop act between calls.
 
     The loop reads the device only on log, sample, evaluation and checkpoint steps. On a non-finite value it
     stops with NonFiniteError and saves nothing. On any other error it saves the last completed step (when its
@@ -279,13 +292,14 @@ class Loop:
         self.in_step = False
         self.metrics, self.logged = None, self.step
         self.save_pending = False  # a periodic checkpoint put off past a step with a skipped fp16 update
+        self.per_call = getattr(self.args, "steps_per_call", 1)
+        self._counts = {}  # steps per call -> its tensor, made once
 
     def __enter__(self):
         self.progress.sync()
         self.log = Logger(self.run.write_dir, self.args.steps, self.step, resumed=bool(self.args.resume))
         self.stop = StopRequest(self.run.workers)
-        self.mark = (self.step, 0, self.clock)  # step, images and clock at the last log line
-        self.images = 0
+        self.mark = (self.step, int(self.progress.batches.numpy()), self.clock)  # at the last log line
         self.started = time.perf_counter()
         return self
 
@@ -297,21 +311,29 @@ class Loop:
         budget = self.args.minutes * 60 or float("inf")
         return self.stop.requested or (self.run.chief and self.seconds() >= budget)
 
-    def steps(self):
-        # One process decides alone, before every step. Several workers must stop after the same step (each step
+    def calls(self):
+        # One process decides alone, before every call. Several workers must stop after the same step (each step
         # is a collective of all of them: a worker that leaves early hangs or kills the others), so they decide
         # together, at the loop's sync points (devices.agree_to_stop).
         while self.step < self.args.steps and not self.stopping and not (self.run.workers == 1
                                                                          and self._wants_to_stop()):
+            self.call = 1 if self.save_pending else min(self.per_call, self._to_next_sync())
             self.in_step = True
-            yield self.step
+            if self.call not in self._counts:
+                self._counts[self.call] = tf.constant(self.call, tf.int32)
+            yield self._counts[self.call]
 
-    def end_step(self, metrics, images):
+    def _to_next_sync(self):
+        """Steps from here to the next log, sample, evaluation or checkpoint step, or the end."""
+        args, i = self.args, self.step
+        every = [args.log_every, args.sample_every, args.ckpt_every, args.eval_every if self.evaluate else 0]
+        return min([args.steps] + [i + e - i % e for e in every if e > 0]) - i
+
+    def end_call(self, metrics):
         self.in_step = False
-        self.step += 1
-        self.images += images
+        self.step += self.call
         self.metrics = metrics
-        self.log.bar.update(1)
+        self.log.bar.update(self.call)
         i, args = self.step, self.args
 
         def due(every):
@@ -353,11 +375,13 @@ class Loop:
         self.values = values
 
     def _log(self):
-        step, images, clock = self.mark
+        step, batches, clock = self.mark
         seconds = max(self.clock - clock, 1e-9)
+        now = int(self.progress.batches.numpy())  # real batches drawn: images_per_sec counts real images
         self.log.log(self.step, {**self.values, "steps_per_sec": (self.step - step) / seconds,
-                                 "images_per_sec": (self.images - images) / seconds, "train_seconds": self.clock})
-        self.mark, self.logged = (self.step, self.images, self.clock), self.step
+                                 "images_per_sec": (now - batches) * self.args.batch_size / seconds,
+                                 "train_seconds": self.clock})
+        self.mark, self.logged = (self.step, now, self.clock), self.step
 
     def _save(self):
         self.progress.train_seconds.assign(self.clock)

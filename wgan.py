@@ -60,10 +60,11 @@ def clip_weights(variables, c):
 
 
 def critic_iters(step, n_critic, warmup):
-    """Critic updates before generator step `step` (0-based): the authors' warm-up, else n_critic."""
-    if warmup and (step < WARMUP_STEPS or step % WARMUP_EVERY == 0):
-        return WARMUP_ITERS
-    return n_critic
+    """Critic updates before generator step `step` (0-based, a number or a tensor): the authors' warm-up, else
+    n_critic."""
+    if not warmup:
+        return n_critic
+    return tf.where(tf.logical_or(step < WARMUP_STEPS, step % WARMUP_EVERY == 0), WARMUP_ITERS, n_critic)
 
 
 def clipped_share(variables, c):
@@ -82,7 +83,8 @@ def make_optimizers(args, generator, critic):
 
 
 def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress):
-    """Returns train_step(iterator, n_critic): one generator iteration of Algorithm 1 in one compiled call."""
+    """Returns train_step(iterator, steps): `steps` generator iterations of Algorithm 1 (a tensor, so any count runs
+    one trace) in one compiled call."""
     batch = args.batch_size // strategy.num_replicas_in_sync  # per device
     mean = tf.nn.compute_average_loss  # sums per-sample values and divides by the GLOBAL batch size
 
@@ -113,18 +115,20 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         return logged
 
     @tf.function
-    def train_step(iterator, n_critic):
-        # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake), each then clipped.
-        #     A graph loop over a tensor n_critic (5, or 100 in the warm-up): one call per generator step, traced
-        #     once; the last update's values are the ones logged, reduced over the devices once per step.
-        logged = clipped_critic_update(next(iterator))
-        for _ in tf.range(n_critic - 1):
+    def train_step(iterator, steps):
+        for _ in tf.range(steps):
+            n_critic = critic_iters(progress.step, args.n_critic, args.critic_warmup)  # 5, or 100 in the warm-up
+            # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake), each then clipped.
+            #     The last update's values are the ones logged, reduced over the devices once per step.
             logged = clipped_critic_update(next(iterator))
-        # (2) generator: one update, maximising D(G(z))
-        logged.update(strategy.run(generator_update))
-        logged = devices.reduce_metrics(strategy, logged)
-        logged["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)  # the same on every copy
-        return progress.advance(logged, critic_updates=n_critic)
+            for _ in tf.range(n_critic - 1):
+                logged = clipped_critic_update(next(iterator))
+            # (2) generator: one update, maximising D(G(z))
+            logged.update(strategy.run(generator_update))
+            logged = devices.reduce_metrics(strategy, logged)
+            logged["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)  # the same on every copy
+            progress.advance(logged, critic_updates=n_critic)
+        return progress.logged()  # the last step's values
 
     return train_step
 
@@ -155,9 +159,8 @@ def main(argv=None):
           f"on {strategy.num_replicas_in_sync} device(s), {args.precision}; run directory {run.dir}")
     iterator = iter(dataset)
     with training.Loop(run, ckpt, progress, generator, evaluate) as loop:
-        for step in loop.steps():
-            n_critic = critic_iters(step, args.n_critic, args.critic_warmup)  # a pure function of the step
-            loop.end_step(train_step(iterator, tf.constant(n_critic)), images=args.batch_size * n_critic)
+        for steps in loop.calls():  # up to --steps_per_call steps per call, cut at log/sample/checkpoint steps
+            loop.end_call(train_step(iterator, steps))
     print(f"{'finished' if loop.step >= args.steps else 'stopped'} at step {loop.step}; checkpoints in {run.dir}/ckpt")
 
 

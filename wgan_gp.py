@@ -88,7 +88,8 @@ def make_optimizers(args, generator, critic):
 
 
 def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress):
-    """Returns train_step(iterator, n_critic): one generator iteration of Algorithm 1 in one compiled call."""
+    """Returns train_step(iterator, steps): `steps` generator iterations of Algorithm 1 (a tensor, so any count runs
+    one trace) in one compiled call."""
     batch = args.batch_size // strategy.num_replicas_in_sync  # per device
     mean = tf.nn.compute_average_loss  # sums per-sample values and divides by the GLOBAL batch size
 
@@ -118,16 +119,17 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         generator_update = tf.function(generator_update, jit_compile=True)
 
     @tf.function
-    def train_step(iterator, n_critic):
-        # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake) - lambda * penalty.
-        #     A graph loop over a tensor n_critic: one call per generator step, traced once; the last update's
-        #     values are the ones logged, reduced over the devices once per step.
-        logged = strategy.run(critic_update, args=(next(iterator),))
-        for _ in tf.range(n_critic - 1):
+    def train_step(iterator, steps):
+        for _ in tf.range(steps):
+            # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake) - lambda * penalty.
+            #     The last update's values are the ones logged, reduced over the devices once per step.
             logged = strategy.run(critic_update, args=(next(iterator),))
-        # (2) generator: one update, maximising D(G(z))
-        logged.update(strategy.run(generator_update))
-        return progress.advance(devices.reduce_metrics(strategy, logged), critic_updates=n_critic)
+            for _ in tf.range(args.n_critic - 1):
+                logged = strategy.run(critic_update, args=(next(iterator),))
+            # (2) generator: one update, maximising D(G(z))
+            logged.update(strategy.run(generator_update))
+            progress.advance(devices.reduce_metrics(strategy, logged), critic_updates=args.n_critic)
+        return progress.logged()  # the last step's values
 
     return train_step
 
@@ -158,9 +160,8 @@ def main(argv=None):
           f"on {strategy.num_replicas_in_sync} device(s), {args.precision}; run directory {run.dir}")
     iterator = iter(dataset)
     with training.Loop(run, ckpt, progress, generator, evaluate) as loop:
-        for _ in loop.steps():
-            loop.end_step(train_step(iterator, tf.constant(args.n_critic)),
-                          images=args.batch_size * args.n_critic)
+        for steps in loop.calls():  # up to --steps_per_call steps per call, cut at log/sample/checkpoint steps
+            loop.end_call(train_step(iterator, steps))
     print(f"{'finished' if loop.step >= args.steps else 'stopped'} at step {loop.step}; checkpoints in {run.dir}/ckpt")
 
 

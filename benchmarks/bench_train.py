@@ -294,11 +294,6 @@ def build(variant, flags):
         progress = training.Progress(generator=g_opt, critic=c_opt)
     iterator = iter(devices.distribute_dataset(strategy, args, start_batch=0))
     train_step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
-    if variant == "dcgan":  # one discriminator update per step: no n_critic argument
-        dcgan_step = train_step
-
-        def train_step(iterator, n_critic):
-            return dcgan_step(iterator)
     return args, generator, critic, iterator, train_step
 
 
@@ -307,8 +302,8 @@ def critic_schedule(variant, args):
     if variant == "dcgan":
         return [("1", 1)]
     if variant == "wgan":
-        regular = wgan.critic_iters(wgan.WARMUP_STEPS + 1, args.n_critic, args.critic_warmup)
-        warm = wgan.critic_iters(0, args.n_critic, args.critic_warmup)
+        regular = int(wgan.critic_iters(wgan.WARMUP_STEPS + 1, args.n_critic, args.critic_warmup))
+        warm = int(wgan.critic_iters(0, args.n_critic, args.critic_warmup))
         return [(str(regular), regular)] + ([(f"{warm} (warm-up)", warm)] if warm != regular else [])
     return [(str(args.n_critic), args.n_critic)]
 
