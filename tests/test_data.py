@@ -1,4 +1,5 @@
-"""Tests for data.py on tiny hand-made data (IDX, CIFAR pickles, image folders), plus one real Fashion-MNIST load."""
+"""Tests for data.py and folders.py on tiny hand-made data (IDX, CIFAR pickles, image folders), plus one real
+Fashion-MNIST load."""
 import gzip
 import os
 import pickle
@@ -16,6 +17,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
+import folders  # noqa: E402
 from data import DataError  # noqa: E402
 
 
@@ -441,9 +443,9 @@ def test_folder_cache_built_once_reused_and_rebuilt_when_the_folder_changes(imag
     # Once built, the pipeline decodes nothing (no decoder op at all) and runs no Python.
     assert not graph_ops(ds) & {"DecodePng", "DecodeJpeg", "DecodeImage", "EagerPyFunc", "PyFunc", "PyFuncStateless"}
     assert "EagerPyFunc" in graph_ops(tf.data.Dataset.range(1).map(lambda x: tf.py_function(abs, [x], tf.int64)))
-    cache_root = image_tree / data.CACHE_DIR_NAME
+    cache_root = image_tree / folders.CACHE_DIR_NAME
     [cache] = caches(cache_root)
-    assert cache.endswith("-1" if budget_gb == 0 else f"-{data.PACK}")  # one image per file only when read from disk
+    assert cache.endswith("-1" if budget_gb == 0 else f"-{folders.PACK}")  # one image per file only when read from disk
     # The pixels are the uncached decoder's, bit for bit: every batch is made of uncached images.
     expected = uncached.astype(np.float32) / 127.5 - 1.0
     for image in first.reshape(-1, 4, 4, 3):
@@ -457,13 +459,13 @@ def test_folder_cache_built_once_reused_and_rebuilt_when_the_folder_changes(imag
     stat = victim.stat()
     victim.write_bytes(bytes(stat.st_size))
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    real_decode_file = data._decode_file
-    monkeypatch.setattr(data, "_decode_file", lambda *a: pytest.fail("a cached folder was decoded"))
+    real_decode_file = folders._decode_file
+    monkeypatch.setattr(folders, "_decode_file", lambda *a: pytest.fail("a cached folder was decoded"))
     np.testing.assert_array_equal(np.stack(take(dataset(), 9)), first)
     np.testing.assert_array_equal(np.stack(take(dataset(start_batch=4), 5)), first[4:])
     halves = take(dataset(start_batch=1, parts=2, take=[1]), 4)
     np.testing.assert_array_equal(np.stack(halves), first[1:5, 1:])
-    monkeypatch.setattr(data, "_decode_file", real_decode_file)
+    monkeypatch.setattr(folders, "_decode_file", real_decode_file)
 
     # A changed folder (a file rewritten, so its mtime moves; a file added) is decoded again into a new cache,
     # which replaces the old one.
@@ -496,12 +498,12 @@ def test_folder_cache_under_gan_cache_and_in_the_users_cache(image_tree, tmp_pat
 
     monkeypatch.setenv("GAN_CACHE", str(tmp_path / "gan_cache"))
     reference = batches()
-    assert len(caches(tmp_path / "gan_cache" / "folders")) == 1 and not (image_tree / data.CACHE_DIR_NAME).exists()
+    assert len(caches(tmp_path / "gan_cache" / "folders")) == 1 and not (image_tree / folders.CACHE_DIR_NAME).exists()
     # Without $GAN_CACHE, and with no way to write next to the data (a file where the cache folder would go): the
     # user's cache folder. Nothing else changes.
     monkeypatch.delenv("GAN_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    (image_tree / data.CACHE_DIR_NAME).write_text("in the way")
+    (image_tree / folders.CACHE_DIR_NAME).write_text("in the way")
     np.testing.assert_array_equal(batches(), reference)
     assert len(caches(tmp_path / "home" / ".cache" / "tf-gans" / "folders")) == 1
 
@@ -522,7 +524,7 @@ def test_folder_with_nowhere_to_cache(image_tree, tmp_path, monkeypatch, capsys)
 def test_folder_cache_two_runs_at_once(image_tree, monkeypatch):
     # Run A decodes into its temporary folder while run B builds and publishes the same cache: A's rename then
     # fails, A uses B's cache, and no temporary folder is left behind.
-    real_temp_dir = data._temp_dir
+    real_temp_dir = folders._temp_dir
     others = []
 
     def temp_dir_racing(root, name):
@@ -534,10 +536,10 @@ def test_folder_cache_two_runs_at_once(image_tree, monkeypatch):
                                                           batch_size=2), 4)))
         return tmp
 
-    monkeypatch.setattr(data, "_temp_dir", temp_dir_racing)
+    monkeypatch.setattr(folders, "_temp_dir", temp_dir_racing)
     mine = np.stack(take(data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2), 4))
     np.testing.assert_array_equal(mine, others[1])
-    assert len(caches(image_tree / data.CACHE_DIR_NAME)) == 1  # B's; A's temporary folder is gone
+    assert len(caches(image_tree / folders.CACHE_DIR_NAME)) == 1  # B's; A's temporary folder is gone
 
 
 # ---------------------------------------------------------------------------------------------- damaged folders
@@ -572,7 +574,7 @@ SCAN, ZLIB, CUT = "050_scan.jpg", "120_zlib.png", "200_cut.png"  # sorted betwee
 def damaged_tree(tmp_path, monkeypatch):
     """GOOD 8x8 PNGs 000.png ... whose pixels (k % 256, k // 256, 7) name them, plus three damaged files: two that
     only a full decode finds (SCAN, ZLIB) and a truncated PNG that the cheap check finds (CUT)."""
-    monkeypatch.setattr(data, "_warned", set())  # warnings are once per process; each test starts afresh
+    monkeypatch.setattr(folders, "_warned", set())  # warnings are once per process; each test starts afresh
     root = tmp_path / "damaged"
     for k in range(GOOD):
         save_png(str(root / f"{k:03d}.png"), np.broadcast_to([k % 256, k // 256, 7], (8, 8, 3)))
@@ -581,10 +583,10 @@ def damaged_tree(tmp_path, monkeypatch):
     save_png(str(root / CUT), np.random.default_rng(3).integers(0, 256, (32, 32, 3)))
     (root / CUT).write_bytes((root / CUT).read_bytes()[:1000])
     for name in (SCAN, ZLIB):  # the premise: only a full decode tells these two apart from good files
-        assert data._image_problem(str(root / name)) is None
+        assert folders._image_problem(str(root / name)) is None
         with pytest.raises(tf.errors.InvalidArgumentError):
-            data._decode_file(str(root / name), 8, 3)
-    assert data._image_problem(str(root / CUT)) is not None
+            folders._decode_file(str(root / name), 8, 3)
+    assert folders._image_problem(str(root / CUT)) is not None
     return root
 
 
@@ -608,7 +610,7 @@ def test_damaged_files_are_left_out_up_front(damaged_tree, capsys, monkeypatch):
     warnings = capsys.readouterr().err.splitlines()
     for name in (SCAN, ZLIB, CUT):  # each named once, though three datasets and load_images met them
         assert sum(str(damaged_tree / name) in line for line in warnings) == 1, warnings
-    monkeypatch.setattr(data, "_warned", set())  # a new process: its run finds the cache, and warns again
+    monkeypatch.setattr(folders, "_warned", set())  # a new process: its run finds the cache, and warns again
     data._memo.clear()
     np.testing.assert_array_equal(np.stack(take(dataset(), 16)), np.stack(batches))
     warnings = capsys.readouterr().err.splitlines()
@@ -619,8 +621,8 @@ def test_damaged_files_are_left_out_up_front(damaged_tree, capsys, monkeypatch):
 def test_damaged_files_found_in_the_pipeline_are_replaced(damaged_tree, tmp_path, monkeypatch, capsys):
     # A folder too large to decode up front: SCAN and ZLIB pass the cheap check and fail only inside the pipeline.
     # (The up-front sample is every 30th of the 300 files that pass, sorted positions 0, 30, ...: not 51 or 122.)
-    monkeypatch.setattr(data, "FULL_DECODE_MAX_FILES", 0)
-    monkeypatch.setattr(data, "DECODE_SAMPLE", 10)
+    monkeypatch.setattr(folders, "FULL_DECODE_MAX_FILES", 0)
+    monkeypatch.setattr(folders, "DECODE_SAMPLE", 10)
     # The same folder with each of them replaced by a copy of the next file in sorted order, and CUT deleted.
     twin = tmp_path / "twin"
     shutil.copytree(damaged_tree, twin)
@@ -655,8 +657,8 @@ def test_folder_with_over_one_percent_damaged_is_refused(damaged_tree):
 
 
 def test_large_folder_with_over_one_percent_damaged_in_its_sample_is_refused(damaged_tree, monkeypatch):
-    monkeypatch.setattr(data, "FULL_DECODE_MAX_FILES", 0)
-    monkeypatch.setattr(data, "DECODE_SAMPLE", 100)  # every 3rd of the 300 files that pass the cheap check
+    monkeypatch.setattr(folders, "FULL_DECODE_MAX_FILES", 0)
+    monkeypatch.setattr(folders, "DECODE_SAMPLE", 100)  # every 3rd of the 300 files that pass the cheap check
     data.make_dataset("folder", str(damaged_tree), image_size=8, batch_size=20)  # 1 of 100: SCAN, position 51
     for k in (0, 3, 6):  # sorted positions 0, 3, 6 are sampled too
         bad_zlib_png(damaged_tree / f"{k:03d}.png")
