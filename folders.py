@@ -70,7 +70,7 @@ def load_images(data_dir, image_size, channels, limit=None):
 def source(data_dir, image_size, channels):
     """A folder's usable images at the training size, each decoded once -> (uint8 (N, size, size, channels) held in
     memory, True) if they fit the memory budget, else (the N cache files holding them, one image each, False)."""
-    paths = _list_images(data_dir)
+    paths = list_images(data_dir)
     large = len(paths) >= FULL_DECODE_MAX_FILES
     in_memory = len(paths) * image_size * image_size * channels <= _memory_budget()
     # In memory: images packed PACK to a file (fast to load); else one file per image (the pipeline reads any one).
@@ -133,22 +133,44 @@ def read_cached(path, image_size, channels):
 def _scan_folder(data_dir, limit=None):
     """Sorted JPEG/PNG paths under data_dir (recursively), the first `limit` of them, and {path: problem} for
     those failing the cheap check."""
-    paths = _list_images(data_dir)[:limit]
+    paths = list_images(data_dir)[:limit]
     return paths, _cheap_problems(paths)
 
 
-def _list_images(data_dir):
-    """Sorted JPEG/PNG paths under data_dir (recursively, leaving out a cache inside it)."""
+def list_images(data_dir):
+    """Sorted JPEG/PNG paths under data_dir, recursively, leaving out a cache inside it.
+
+    Symbolic links are followed (dataset trees are often assembled from symlinked category folders, as LSUN's), but
+    each folder is walked once: a folder already seen (the same device and inode) is skipped, so a link to a parent
+    or to itself lists nothing twice and ends. Folders are walked in sorted order, depth first, so of two paths to
+    one folder the first in sorted order is kept. A link to nothing is listed, and found damaged by the cheap check.
+    """
     data._require_dir(data_dir, "a folder of .jpg/.jpeg/.png images")
-    paths = []
-    # followlinks: dataset trees are often assembled from symlinked category folders (LSUN).
-    for root, dirs, names in os.walk(data_dir, followlinks=True):
-        dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
-        paths += [os.path.join(root, f) for f in names if f.lower().endswith(IMAGE_EXTENSIONS)]
+    paths, seen, todo = [], set(), [data_dir]
+    while todo:
+        folder = todo.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as entries:
+                entries = sorted(entries, key=lambda e: e.name)
+        except OSError:  # an unreadable folder is left out, as os.walk does
+            continue
+        todo += reversed([e.path for e in entries if e.name != CACHE_DIR_NAME and _is_dir(e)])  # next: the first
+        paths += [e.path for e in entries if e.name.lower().endswith(IMAGE_EXTENSIONS) and not _is_dir(e)]
     if not paths:
         raise data.DataError(f"No .jpg/.jpeg/.png images found under {data_dir}; "
                              "pass --data_dir pointing at an image folder.")
     return sorted(paths)
+
+
+def _is_dir(entry):
+    try:
+        return entry.is_dir()  # follows a link
+    except OSError:
+        return False
 
 
 def _cheap_problems(paths):
