@@ -15,8 +15,9 @@ renamed into place when complete, so two runs building it at once each build the
 The images then sit in memory if they fit MEMORY_BUDGET_GB (8 GB; $GAN_DATA_MEMORY_GB overrides), else the
 pipeline reads the file of each image it draws. Either way the steady-state pipeline is TensorFlow ops only.
 
-Damaged files. Every file gets a cheap check before the cache is built (headers, PNG chunk CRCs, the JPEG end
-marker), and each file is then decoded by the pipeline's own decoder. In a folder of fewer than
+Damaged files. Every file gets a cheap check before the cache is built (a link to nothing, a pipe or device, an
+unreadable file; the headers; more than MAX_PIXELS pixels, from the header; PNG chunk CRCs; the JPEG end marker),
+and each file that passes is then decoded by the pipeline's own decoder. In a folder of fewer than
 FULL_DECODE_MAX_FILES files, the files that fail either are left out before the data order is drawn, with one
 warning each on stderr; if more than 1% of the files fail, the folder is refused in one sentence. A larger folder
 is refused on the cheap check and a decoded, evenly spaced sample of DECODE_SAMPLE files (before the long decode),
@@ -29,9 +30,11 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import threading
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -47,6 +50,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 FULL_DECODE_MAX_FILES = 20_000
 DECODE_SAMPLE = 1000  # larger folders have this many files, evenly spaced, decoded up front
 MAX_DAMAGED = 0.01  # the fraction of a folder's files that may be damaged and skipped before it is refused
+# Larger images are damaged files, found from their header: a 13,000 x 13,000 PNG of zeros is 170 KB on disk and
+# 500 MB decoded. Pillow's own limit is 89 Mpx.
+MAX_PIXELS = 64_000_000
 # A folder's decoded images are held in memory up to this size ($GAN_DATA_MEMORY_GB overrides it), else read from
 # the cache's files (one per image) batch by batch. CelebA at 64x64 RGB is 2.5 GB, at 128x128 10 GB.
 MEMORY_BUDGET_GB = 8
@@ -175,27 +181,44 @@ def _is_dir(entry):
 
 def _cheap_problems(paths):
     """{path: problem} for the files failing the cheap check (_image_problem)."""
-    with ThreadPoolExecutor(max_workers=16) as pool:  # I/O bound: threads overlap the reads
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=16) as pool:  # I/O bound: threads overlap reads
+        # Pillow warns as it opens an image above its own limit; MAX_PIXELS, lower, refuses those files here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return {path: problem for path, problem in zip(paths, pool.map(_image_problem, paths)) if problem}
 
 
 def _image_problem(path):
-    """What is wrong with an image file, or None. Cheap: headers, PNG chunk CRCs and the JPEG end marker, which
-    catches non-images and the usual truncated downloads without decoding pixels (~200k files in under a minute)."""
+    """What is wrong with an image file, or None. Cheap: the file's kind, headers, the pixel count, PNG chunk CRCs
+    and the JPEG end marker, which catches links to nothing, non-images, decompression bombs and the usual truncated
+    downloads without decoding pixels (~200k files in under a minute)."""
     try:
-        with Image.open(path) as image:
-            kind = image.format
-            image.verify()  # PNG: reads every chunk and checks its CRC; JPEG: headers only
-        if kind not in ("PNG", "JPEG", "MPO"):  # MPO: multi-picture JPEG from cameras, decodes as JPEG
-            return f"is {kind}, not JPEG or PNG"
-        if kind != "PNG":
-            with open(path, "rb") as f:
-                f.seek(max(0, os.path.getsize(path) - 4096))
+        info = os.stat(path)
+    except OSError as e:
+        return "is a link to a missing file" if os.path.islink(path) else f"cannot be read ({e.strerror})"
+    if not stat.S_ISREG(info.st_mode):  # a pipe or a device: reading it may wait forever or never end
+        return "is not a regular file"
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    with f:
+        try:
+            with Image.open(f) as image:  # reads the header only
+                kind, (width, height) = image.format, image.size
+                if width * height > MAX_PIXELS:
+                    return f"has {width}x{height} pixels, more than the {MAX_PIXELS:,} a run decodes"
+                image.verify()  # PNG: reads every chunk and checks its CRC; JPEG: headers only
+            if kind not in ("PNG", "JPEG", "MPO"):  # MPO: multi-picture JPEG from cameras, decodes as JPEG
+                return f"is {kind}, not JPEG or PNG"
+            if kind != "PNG":
+                f.seek(max(0, info.st_size - 4096))
                 # TF's decoder fails if the data ends before the end-of-image marker; bytes after it are ignored.
                 if b"\xff\xd9" not in f.read():
                     return "is truncated (no JPEG end marker)"
-    except Exception as e:  # PIL raises many types for bad files (UnidentifiedImageError, SyntaxError, OSError, ...)
-        return f"is corrupt or not an image ({type(e).__name__})"
+        except Image.DecompressionBombError:  # above twice Pillow's limit: refused as it opens
+            return f"has more pixels than the {MAX_PIXELS:,} a run decodes"
+        except Exception as e:  # PIL raises many types for bad files (UnidentifiedImageError, SyntaxError, ...)
+            return f"is corrupt or not an image ({type(e).__name__})"
     return None
 
 
@@ -374,9 +397,13 @@ def _cache_name(data_dir, paths, image_size, channels, large):
     """
     listing = hashlib.sha256()
     for path in paths:
-        stat = os.stat(path)
-        # path[len(data_dir):]: the path below the folder (os.walk's paths all start with data_dir)
-        listing.update(f"{path[len(data_dir):]}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        try:
+            info = os.stat(path)
+            entry = f"{info.st_size}\t{info.st_mtime_ns}"
+        except OSError:  # a link to nothing (or gone): a damaged file, left out like any other
+            entry = "missing"
+        # path[len(data_dir):]: the path below the folder (list_images' paths all start with data_dir)
+        listing.update(f"{path[len(data_dir):]}\t{entry}\n".encode())
     listing.update(f"{CACHE_VERSION} {tf.__version__} {large}".encode())
     folder = os.path.realpath(data_dir)
     prefix = (f"{os.path.basename(folder) or 'root'}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}-"

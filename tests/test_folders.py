@@ -62,3 +62,70 @@ def test_each_folder_is_walked_once_through_any_number_of_links(tmp_path):
     expected = [str(root / "1.png"), str(root / "a" / "2.png"), str(root / "linked" / "3.png")]
     assert within(30, lambda: folders.list_images(str(root))) == expected
     assert len(data.load_images("folder", str(root), image_size=4)) == 3
+
+
+# ---------------------------------------------------------------------------------------------- damaged files
+
+def png_bytes(width, height, rows=None):
+    """An 8-bit grayscale PNG of width x height: its pixel rows are all 0, compressed as they stream (a 13,000 x
+    13,000 decompression bomb is ~170 KB), or rows=b"" for a header-only file whose chunks are all sound."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    if rows is None:
+        pack, row, rows = zlib.compressobj(9), bytes(width + 1), b""  # + 1: each row's filter byte
+        rows = b"".join(pack.compress(row) for _ in range(height)) + pack.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def warned(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+
+
+def test_a_dangling_link_is_a_damaged_file_and_training_goes_on(tmp_path, capsys):
+    root = tmp_path / "images"
+    numbered_pngs(root, 150)
+    os.symlink(tmp_path / "gone.png", root / "150.png")
+    batches = [b.numpy() for b in data.make_dataset("folder", str(root), image_size=8, channels=3,
+                                                    batch_size=50).take(4)]
+    numbers = np.round((np.concatenate(batches[:3])[:, 0, 0, 0] + 1) * 127.5).astype(int)
+    assert sorted(numbers) == list(range(150))  # one epoch: every sound image once
+    [warning] = warned(capsys)
+    assert str(root / "150.png") in warning and "link to a missing file" in warning
+    assert len(data.load_images("folder", str(root), image_size=8)) == 150
+
+
+def test_a_file_that_is_no_regular_file_is_damaged_not_waited_on(tmp_path, capsys):
+    root = tmp_path / "images"
+    numbered_pngs(root, 150)
+    os.mkfifo(root / "150.png")  # opening it for reading waits for a writer that never comes
+    assert len(within(60, lambda: data.load_images("folder", str(root), image_size=8))) == 150
+    [warning] = warned(capsys)
+    assert str(root / "150.png") in warning and "not a regular file" in warning
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_damaged(tmp_path, capsys):
+    root = tmp_path / "images"
+    numbered_pngs(root, 150)
+    (root / "000.png").chmod(0)
+    assert len(data.load_images("folder", str(root), image_size=8)) == 149
+    [warning] = warned(capsys)
+    assert str(root / "000.png") in warning and "cannot be read" in warning
+
+
+def test_images_above_the_pixel_limit_are_damaged_before_any_decode(tmp_path, capsys):
+    root = tmp_path / "images"
+    numbered_pngs(root, 200)
+    (root / "bomb.png").write_bytes(png_bytes(13_000, 13_000))  # 169 Mpx: Pillow only warns
+    (root / "huge.png").write_bytes(png_bytes(20_000, 20_000, rows=b""))  # 400 Mpx: Pillow raises
+    assert len((root / "bomb.png").read_bytes()) < 500_000
+    with pytest.warns(Image.DecompressionBombWarning):  # called alone, the check meets Pillow's warning
+        assert "13000x13000 pixels" in folders._image_problem(str(root / "bomb.png"))
+    assert "pixels" in folders._image_problem(str(root / "huge.png"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(data.load_images("folder", str(root), image_size=8)) == 200
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], caught
+    assert [line.split()[5] for line in warned(capsys)] == [f"{root / 'bomb.png'}:", f"{root / 'huge.png'}:"]
