@@ -26,14 +26,15 @@ a warning. (A stand-in, not a gap: tf.data's ignore_errors would drop the image 
 place.) A run that finds the cache warns about the same files again.
 """
 import bisect
+import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import stat
 import sys
 import threading
-import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +43,7 @@ import tensorflow as tf
 from PIL import Image
 
 import data  # DataError, the one resize and the in-memory store; data.py imports this module for its folders
+import files
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Folders with fewer files lose the files that fail to decode; larger ones are checked on a sample before the long
@@ -79,50 +81,21 @@ def source(data_dir, image_size, channels):
     paths = list_images(data_dir)
     large = len(paths) >= FULL_DECODE_MAX_FILES
     in_memory = len(paths) * image_size * image_size * channels <= _memory_budget()
-    # In memory: images packed PACK to a file (fast to load); else one file per image (the pipeline reads any one).
-    pack = PACK if in_memory else 1
     base, prefix = _cache_name(data_dir, paths, image_size, channels, large)
     roots = _cache_roots(data_dir)
     for root in roots:
         for per_file in ((PACK, 1) if in_memory else (1,)):  # either layout holds what memory needs
-            found = _read_cache(os.path.join(root, f"{base}-{per_file}"), image_size, channels, in_memory)
+            found = _open_cache(os.path.join(root, f"{base}-{per_file}"), per_file, image_size, channels, in_memory)
             if found is not None:
                 return found, in_memory
-    name = f"{base}-{pack}"
-    tmp = next((t for t in (_temp_dir(root, name) for root in roots) if t is not None), None)
-    size = f"{len(paths) * image_size * image_size * channels / 2 ** 30:.2g} GB"
-    if tmp is None and not in_memory:
-        raise data.DataError(f"Cannot write the decoded-image cache of {data_dir} ({size}) under "
-                             f"{' or '.join(roots)}; set $GAN_CACHE to a writable folder with that much free space.")
-    print(f"note: decoding the {len(paths)} image files under {data_dir} once, at {image_size}x{image_size}x"
-          f"{channels}" + (f", into {os.path.dirname(tmp)} (later runs reuse it)" if tmp else
-                           " (no writable cache folder: later runs decode again)"), file=sys.stderr, flush=True)
-    try:
-        writer = None if tmp is None else _CacheWriter(tmp, pack, image_size * image_size * channels)
-        images, count, warnings = _decode_folder(data_dir, paths, image_size, channels, large, writer, in_memory)
-        if tmp is None:
-            return images, True
-        writer.close()
-        with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: a cache with meta.json is complete
-            json.dump(dict(version=CACHE_VERSION, tensorflow=tf.__version__, data_dir=os.path.abspath(data_dir),
-                           shape=[count, image_size, image_size, channels], per_file=pack, warnings=warnings), f)
-        final = os.path.join(os.path.dirname(tmp), name)
-        try:
-            os.rename(tmp, final)  # atomic: other runs see no cache or a complete one
-        except OSError:
-            if not os.path.isfile(os.path.join(final, "meta.json")):
-                raise
-            # Another run published the same cache first: the same listing decoded by the same code, so the same
-            # images; use it, and ours goes in the finally clause.
-        for stale in os.listdir(os.path.dirname(final)):  # this folder's caches from before it changed
-            if stale.startswith(prefix) and not stale.startswith(base):  # (its other layout stays)
-                shutil.rmtree(os.path.join(os.path.dirname(final), stale), ignore_errors=True)
-    except OSError as e:
-        raise data.DataError(f"Cannot write the decoded-image cache of {data_dir} under {os.path.dirname(tmp)} "
-                             f"({e.strerror or e}); free {size} there or set $GAN_CACHE to another folder.") from e
-    finally:
-        if tmp is not None and os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    # In memory: images packed PACK to a file (fast to load); else one file per image (the pipeline reads any one).
+    name = f"{base}-{PACK if in_memory else 1}"
+    images, count, final = _build_cache(data_dir, paths, roots, name, image_size, channels, large, in_memory)
+    if final is None:  # nowhere to write it: decoded into memory only
+        return images, True
+    for stale in os.listdir(os.path.dirname(final)):  # this folder's caches from before it changed
+        if stale.startswith(prefix) and not stale.startswith(base):  # (its other layout stays)
+            shutil.rmtree(os.path.join(os.path.dirname(final), stale), ignore_errors=True)
     if in_memory:
         return data.keep(final, lambda: images), True
     return np.array(_cache_files(final, count, 1)), False
@@ -421,25 +394,60 @@ def _cache_file(cache, i):
     return os.path.join(cache, f"{i // 10000:05d}", f"{i:08d}.u8")
 
 
-def _read_cache(cache, image_size, channels, in_memory):
-    """The images (in_memory) or the one-image files of a complete cache, its damaged files warned about again;
-    None if there is none (or it cannot be read: then it is built again)."""
+def _open_cache(cache, per_file, image_size, channels, in_memory):
+    """The images (in_memory) or the one-image files of the complete cache at `cache`, its damaged files warned
+    about again; None if there is none. A cache that is not what its name and metadata say is deleted (to be built
+    again), never read."""
+    if not os.path.lexists(cache):
+        return None
+    meta = _cache_meta(cache, per_file, image_size, channels)
+    if meta is None:
+        _discard(cache)
+        return None
+    shape = meta["shape"]
+    found = _cache_files(cache, shape[0], per_file)
     try:
-        with open(os.path.join(cache, "meta.json")) as f:
-            meta = json.load(f)
-        shape, per_file = meta["shape"], meta["per_file"]
-        files = _cache_files(cache, shape[0], per_file)
-        record = image_size * image_size * channels
-        if (shape[1:] != [image_size, image_size, channels] or not files
-                or sum(os.path.getsize(f) for f in files) != shape[0] * record):
-            return None
-        if in_memory:
-            images = data.keep(cache, lambda: _read_images(files, shape, per_file))
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        images = data.keep(cache, lambda: _read_images(found, shape, per_file)) if in_memory else np.array(found)
+    except OSError:
         return None
     for path, what in meta["warnings"]:
         _warn_once(path, what)
-    return images if in_memory else np.array(files)
+    return images
+
+
+def _cache_meta(cache, per_file, image_size, channels):
+    """A cache's metadata if it says what the cache's name says (the decoder's version, `per_file`, the image
+    shape, at least one image, the warnings as [file, what] pairs) and the cache holds exactly the files of that
+    many images, each of its size; else None."""
+    try:
+        with open(os.path.join(cache, "meta.json")) as f:
+            meta = json.load(f)
+        shape, warned = meta["shape"], meta["warnings"]
+        if not (meta["version"] == CACHE_VERSION and meta["per_file"] == per_file
+                and isinstance(shape, list) and all(type(v) is int for v in shape) and len(shape) == 4
+                and shape[0] >= 1 and shape[1:] == [image_size, image_size, channels] and isinstance(warned, list)
+                and all(isinstance(w, list) and len(w) == 2 and all(isinstance(t, str) for t in w) for w in warned)):
+            return None
+        record = image_size * image_size * channels
+        sizes = {path: min(per_file, shape[0] - k * per_file) * record
+                 for k, path in enumerate(_cache_files(cache, shape[0], per_file))}
+        present = {os.path.join(folder, name) for folder, _, names in os.walk(cache) for name in names}
+        if present - {os.path.join(cache, "meta.json")} != set(sizes) or any(
+                os.path.getsize(path) != size for path, size in sizes.items()):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):  # ValueError: not JSON; the others: not a dict of lists
+        return None
+    return meta
+
+
+def _discard(cache):
+    """Delete a damaged cache: renamed aside first, so that its name is free at once for the one built next."""
+    aside = os.path.join(os.path.dirname(cache), f".{os.path.basename(cache)}.{secrets.token_hex(8)}.damaged")
+    try:
+        os.rename(cache, aside)
+    except OSError:  # another run moved it first, or it cannot be moved: building a new one then says so
+        return
+    shutil.rmtree(aside, ignore_errors=True)  # never follows a link
 
 
 def _read_images(files, shape, per_file):
@@ -452,15 +460,53 @@ def _read_images(files, shape, per_file):
     return images.reshape(shape)
 
 
-def _temp_dir(root, name):
-    """A fresh directory under root to build a cache in, or None if root is not writable."""
+def _build_cache(data_dir, paths, roots, name, image_size, channels, large, in_memory):
+    """Decode a folder's files into a new cache `name` in the first root that can hold it -> (the images if
+    in_memory, else None; their count; the cache's path, or None if no root can hold it and in_memory)."""
+    per_file, record = (PACK if in_memory else 1), image_size * image_size * channels
+    size = f"{len(paths) * record / 2 ** 30:.2g} GB"
+    tmp = final = None
     try:
-        os.makedirs(root, exist_ok=True)
-        tmp = os.path.join(root, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-        os.mkdir(tmp)
-        return tmp
-    except OSError:
-        return None
+        with contextlib.ExitStack() as stack:
+            tmp = _temp_dir(stack, roots, name)  # renamed to root/name as the stack closes without an error
+            if tmp is None and not in_memory:
+                raise data.DataError(f"Cannot write the decoded-image cache of {data_dir} ({size}) under "
+                                     f"{' or '.join(roots)}; set $GAN_CACHE to a writable folder with that much "
+                                     "free space.")
+            print(f"note: decoding the {len(paths)} image files under {data_dir} once, at {image_size}x{image_size}"
+                  f"x{channels}" + (f", into {os.path.dirname(tmp)} (later runs reuse it)" if tmp else
+                                    " (no writable cache folder: later runs decode again)"), file=sys.stderr,
+                  flush=True)
+            writer = None if tmp is None else _CacheWriter(tmp, per_file, record)
+            if writer is not None:
+                stack.callback(writer.close)  # closed before the rename
+            images, count, warned = _decode_folder(data_dir, paths, image_size, channels, large, writer, in_memory)
+            if tmp is None:
+                return images, count, None
+            writer.close()
+            files.write_text(os.path.join(tmp, "meta.json"), json.dumps(dict(  # last: a cache with it is complete
+                version=CACHE_VERSION, tensorflow=tf.__version__, data_dir=os.path.abspath(data_dir),
+                shape=[count, image_size, image_size, channels], per_file=per_file, warnings=warned)))
+            final = os.path.join(os.path.dirname(tmp), name)
+    except OSError as e:
+        # The rename fails if another run published the same cache first: the same listing decoded by the same
+        # code, so the same images. Use it (ours is gone with the stack).
+        if final is None or _cache_meta(final, per_file, image_size, channels) is None:
+            where = os.path.dirname(tmp) if tmp else " or ".join(roots)
+            raise data.DataError(f"Cannot write the decoded-image cache of {data_dir} under {where} "
+                                 f"({e.strerror or e}); free {size} there or set $GAN_CACHE to another folder.") from e
+    return images, count, final
+
+
+def _temp_dir(stack, roots, name):
+    """A new empty folder with a random name in the first root that can hold one (files.atomic_path), renamed to
+    root/name when `stack` closes without an error and deleted otherwise -> its path, or None if no root can."""
+    for root in roots:
+        try:
+            return stack.enter_context(files.atomic_path(os.path.join(root, name), folder=True))
+        except OSError:
+            continue
+    return None
 
 
 class _CacheWriter:

@@ -527,8 +527,8 @@ def test_folder_cache_two_runs_at_once(image_tree, monkeypatch):
     real_temp_dir = folders._temp_dir
     others = []
 
-    def temp_dir_racing(root, name):
-        tmp = real_temp_dir(root, name)
+    def temp_dir_racing(stack, roots, name):
+        tmp = real_temp_dir(stack, roots, name)
         if not others:
             others.append(1)
             data._memo.clear()

@@ -129,3 +129,57 @@ def test_images_above_the_pixel_limit_are_damaged_before_any_decode(tmp_path, ca
         assert len(data.load_images("folder", str(root), image_size=8)) == 200
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], caught
     assert [line.split()[5] for line in warned(capsys)] == [f"{root / 'bomb.png'}:", f"{root / 'huge.png'}:"]
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+
+def damage(cache, how):
+    """Damage a built cache's metadata, or make it disagree with the cache's files."""
+    meta_path = os.path.join(cache, "meta.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(cache) for name in names
+                   if name.endswith(".u8"))
+    if how == "missing_key":
+        del meta["warnings"]
+    elif how == "per_file_0":
+        meta["per_file"] = 0
+    elif how == "wrong_types":
+        meta["shape"] = [str(meta["shape"][0])] + meta["shape"][1:]
+    elif how == "count":  # one image fewer than the files hold: every file still has its size
+        meta["shape"][0] -= 1
+    elif how == "sizes":  # the same bytes in all, but one image's file holds two and the next one none
+        with open(files[0], "ab") as f:
+            f.write(open(files[1], "rb").read())
+        open(files[1], "wb").close()
+    if how == "not_json":
+        with open(meta_path, "w") as f:
+            f.write("{")
+    else:
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
+
+
+@pytest.mark.parametrize("how,budget_gb", [("missing_key", None), ("per_file_0", None), ("wrong_types", "0"),
+                                           ("not_json", "0"), ("count", "0"), ("sizes", "0")])
+def test_a_cache_with_damaged_metadata_is_rebuilt_not_trusted(tmp_path, monkeypatch, how, budget_gb):
+    if budget_gb is not None:
+        monkeypatch.setenv("GAN_DATA_MEMORY_GB", budget_gb)  # the cache's files are read as the pipeline runs
+    root = tmp_path / "images"
+    numbered_pngs(root, 7)
+
+    def batches():
+        data._memo.clear()  # a new process
+        dataset = data.make_dataset("folder", str(root), image_size=8, channels=3, batch_size=2, seed=1)
+        return np.stack([b.numpy() for b in dataset.take(6)])
+
+    first = batches()
+    [name] = os.listdir(root / folders.CACHE_DIR_NAME)
+    cache = root / folders.CACHE_DIR_NAME / name
+    with open(cache / "meta.json") as f:
+        sound = json.load(f)
+    damage(str(cache), how)
+    np.testing.assert_array_equal(batches(), first)
+    assert os.listdir(root / folders.CACHE_DIR_NAME) == [name]  # rebuilt in its place, nothing left beside it
+    with open(cache / "meta.json") as f:
+        assert json.load(f) == sound
