@@ -26,6 +26,7 @@ feeds to replicas (replica r gets slice r). Slicing happens on indices, before a
 batches are the same for any number of replicas and input workers, and each worker reads only its own images.
 """
 import gzip
+import io
 import os
 import pickle
 import tarfile
@@ -373,10 +374,39 @@ def read_idx(path, ndim):
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy()
 
 
+def read_cifar10_labels(data_dir=None, split="train"):
+    """CIFAR-10's class labels (0..9) as uint8 (N,), in the order of load_images("cifar10", data_dir, split=split)'s
+    images: from the same batches, read the same way (data_dir None: Keras' download)."""
+    _check_args("cifar10", 32, 3, split)
+    if data_dir is None:
+        return _keras_load("cifar10", split, labels=True)
+    labels = []
+    for where, batch in _cifar10_batches(data_dir, split):
+        try:
+            labels.append(np.asarray(batch[b"labels"], np.uint8).reshape(-1))
+        except Exception as e:  # no labels, or not a list of small numbers
+            raise DataError(f"{where} holds no CIFAR-10 labels ({type(e).__name__}); "
+                            "re-download cifar-10-python.tar.gz.") from e
+    return np.concatenate(labels)
+
+
 def _load_cifar10(data_dir, split):
     """CIFAR-10 as uint8 (N, 32, 32, 3) from the python-pickle release (folder, its parent, or the .tar.gz)."""
     if data_dir is None:
         return _keras_load("cifar10", split)
+    images = []
+    for where, batch in _cifar10_batches(data_dir, split):
+        try:  # b"data": (N, 3072) uint8 stored channel-major
+            images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        except Exception as e:  # no images, or not an array of bytes
+            raise DataError(f"{where} is not a readable CIFAR-10 batch ({type(e).__name__}); "
+                            "re-download cifar-10-python.tar.gz.") from e
+    return np.concatenate(images)
+
+
+def _cifar10_batches(data_dir, split):
+    """The split's batches of the python release (a folder, its parent, or the .tar.gz) in order -> [(where, the
+    batch's dict)]. Archive members are read in memory, never extracted, and must be regular files."""
     names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
     folder = next((d for d in (data_dir, os.path.join(data_dir, "cifar-10-batches-py"))
                    if os.path.isfile(os.path.join(d, names[0]))), None)
@@ -388,42 +418,86 @@ def _load_cifar10(data_dir, split):
     where = folder or archive
     try:
         if folder is not None:
-            batches = []
+            found = {}
             for name in names:
                 where = os.path.join(folder, name)
                 with open(where, "rb") as f:
-                    batches.append(_parse_cifar_batch(f.read(), where))
+                    found[name] = f.read()
+            places = {name: os.path.join(folder, name) for name in names}
         else:
-            # One pass in archive order: the release stores batches out of order, and seeking back in gzip
-            # means decompressing again from the start.
-            with tarfile.open(archive, "r:gz") as tar:
-                found = {os.path.basename(m.name): tar.extractfile(m).read()
-                         for m in tar if m.isfile() and os.path.basename(m.name) in names}
-            batches = [_parse_cifar_batch(found[name], f"{archive}:{name}") for name in names]
-    except (OSError, EOFError, KeyError, zlib.error, tarfile.TarError) as e:
+            found = _archive_members(archive, [f"cifar-10-batches-py/{name}" for name in names])
+            places = {name: f"{archive}:cifar-10-batches-py/{name}" for name in names}
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise DataError(f"Could not read CIFAR-10 from {where} ({type(e).__name__}); "
                         "re-download cifar-10-python.tar.gz.") from e
-    return np.concatenate(batches)
+    return [(places[name], _unpickle_batch(found[name], places[name])) for name in names]
 
 
-def _parse_cifar_batch(raw, where):
-    """One pickled batch, a dict whose b"data" is (N, 3072) uint8 stored channel-major -> (N, 32, 32, 3).
-    Like Keras, this unpickles whatever data_dir holds: point it only at data you trust."""
+def _archive_members(archive, wanted):
+    """{basename: bytes} of the archive's regular files named `wanted` (./ allowed), in one pass in archive order
+    (the release stores its batches out of order, and seeking back in gzip decompresses again from the start)."""
+    found = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            name = os.path.normpath(member.name)
+            if name not in wanted:
+                continue
+            if not member.isfile() or name in found:
+                raise DataError(f"{archive}:{name} is {'a second copy' if name in found else 'not a regular file'}"
+                                " in the archive; re-download cifar-10-python.tar.gz.")
+            found[name] = tar.extractfile(member).read()
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise DataError(f"{archive} holds no {missing[0]}; re-download cifar-10-python.tar.gz.")
+    return {os.path.basename(name): raw for name, raw in found.items()}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle names a global that no CIFAR-10 batch names."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads what a pickled CIFAR-10 batch holds and nothing else: plain containers, strings, bytes, numbers, and
+    NumPy arrays through the only globals an array needs. Any other global (os.system, eval, ...) is refused
+    before it is looked up, so a file handed in as a batch cannot run code."""
+
+    _reconstruct = np.zeros(0).__reduce__()[0]
+    GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # the release: Python 2 and NumPy 1
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # NumPy 2
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.GLOBALS:
+            raise _Refused(f"{module}.{name}")
+        return self.GLOBALS[module, name]
+
+
+def _unpickle_batch(raw, where):
+    """One pickled batch -> its dict (bytes keys, as Python 2 wrote them), read with _BatchUnpickler."""
     try:
-        data = pickle.loads(raw, encoding="bytes")[b"data"]
-        return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _Refused as e:
+        raise DataError(f"{where} is not a CIFAR-10 batch: it names {e}, which no batch of the python release "
+                        "does, so it is not read; pass --data_dir holding the CIFAR-10 python release.") from None
     except Exception as e:  # a damaged pickle can raise nearly anything (EOFError, UnpicklingError, ValueError, ...)
         raise DataError(f"{where} is not a readable CIFAR-10 batch ({type(e).__name__}); "
                         "re-download cifar-10-python.tar.gz.") from e
+    if not isinstance(batch, dict):
+        raise DataError(f"{where} is not a readable CIFAR-10 batch (it holds a {type(batch).__name__}, not a dict); "
+                        "re-download cifar-10-python.tar.gz.")
+    return batch
 
 
-def _keras_load(name, split):
-    """Keras' downloader (which reuses its cache in ~/.keras/datasets) as the last resort."""
+def _keras_load(name, split, labels=False):
+    """Keras' downloader (which reuses its cache in ~/.keras/datasets) as the last resort: the split's images, or
+    with labels its labels as uint8 (N,)."""
     import keras  # deferred: only needed when no local copy exists
 
     try:
-        (x_train, _), (x_test, _) = getattr(keras.datasets, name).load_data()
+        train, test = getattr(keras.datasets, name).load_data()
     except Exception as e:  # Keras re-raises URLError/HTTPError as a bare Exception
         raise DataError(f"Could not download {_PRETTY[name]} (no internet?); {_OFFLINE_HINT[name]}.") from e
-    images = x_train if split == "train" else x_test
+    images, classes = train if split == "train" else test
+    if labels:
+        return np.asarray(classes, np.uint8).reshape(-1)
     return images if images.ndim == 4 else images[..., None]

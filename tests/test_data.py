@@ -1,6 +1,7 @@
 """Tests for data.py and folders.py on tiny hand-made data (IDX, CIFAR pickles, image folders), plus one real
 Fashion-MNIST load."""
 import gzip
+import io
 import os
 import pickle
 import shutil
@@ -69,12 +70,36 @@ def save_png(path, array):
     Image.fromarray(np.asarray(array, np.uint8)).save(path)
 
 
+class Python2Pickler(pickle._Pickler):
+    """Pickles as Python 2 did, which wrote the CIFAR-10 release: text and bytes alike as byte strings (Python 3's
+    protocol 2 writes bytes as calls to _codecs.encode, which no batch of the release names)."""
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_byte_string(self, obj):
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        self.write((pickle.SHORT_BINSTRING + bytes([len(raw)]) if len(raw) < 256 else
+                    pickle.BINSTRING + struct.pack("<i", len(raw))) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = save_byte_string
+
+
+def release_pickle(obj):
+    """obj pickled as the CIFAR-10 release's batches are: Python 2, protocol 2, NumPy 1's numpy.core.multiarray."""
+    f = io.BytesIO()
+    Python2Pickler(f, protocol=2).dump(obj)
+    return f.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
 def cifar_pickle(n, offset):
-    """A CIFAR batch dict: image i has R = offset + i, G = 100, B = 200 (stored channel-major like the release)."""
+    """A CIFAR batch dict: image i has R = offset + i, G = 100, B = 200 (stored channel-major like the release),
+    label (offset + i) % 10; pickled as the release is."""
     images = np.zeros((n, 3, 32, 32), np.uint8)
     images[:, 0] = (offset + np.arange(n))[:, None, None]
     images[:, 1], images[:, 2] = 100, 200
-    return pickle.dumps({b"data": images.reshape(n, 3072), b"labels": [0] * n})
+    labels = [(offset + i) % 10 for i in range(n)]
+    return release_pickle({b"batch_label": "training batch", b"labels": labels, b"data": images.reshape(n, 3072),
+                           b"filenames": [f"image_{offset + i}.png" for i in range(n)]})
 
 
 @pytest.fixture
@@ -224,6 +249,62 @@ def test_cifar_rgb_to_gray(cifar_dir):
     red = np.array([10, 11, 20, 21, 30, 31, 40, 41, 50, 51])
     expected = np.round(0.2989 * red + 0.5870 * 100 + 0.1140 * 200)
     np.testing.assert_array_equal(gray[:, 5, 5, 0], expected)
+
+
+def test_cifar_batches_as_released_and_their_labels(cifar_dir):
+    raw = (cifar_dir / "cifar-10-batches-py" / "data_batch_1").read_bytes()
+    assert raw.startswith(b"\x80\x02") and b"cnumpy.core.multiarray\n_reconstruct\n" in raw and b"_codecs" not in raw
+    images = data.load_images("cifar10", str(cifar_dir), channels=3)
+    labels = data.read_cifar10_labels(str(cifar_dir))
+    assert labels.dtype == np.uint8 and labels.tolist() == [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]
+    np.testing.assert_array_equal(labels, images[:, 0, 0, 0] % 10)  # the images' own order
+    assert data.read_cifar10_labels(str(cifar_dir), "test").tolist() == [0, 1, 2]
+    archive = cifar_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cifar_dir / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    np.testing.assert_array_equal(data.read_cifar10_labels(str(archive)), labels)
+
+
+class Runs:
+    """Unpickling it calls `call`(*args), which would create a marker file."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+@pytest.mark.parametrize("call", ["os.system", "builtins.eval", "numpy.frombuffer"])
+def test_cifar_pickle_naming_any_other_global_is_refused_unrun(cifar_dir, call):
+    marker = cifar_dir / "ran"
+    payload = {"os.system": Runs(os.system, f"touch {marker}"),
+               "builtins.eval": Runs(eval, f"open({str(marker)!r}, 'w').close()"),
+               "numpy.frombuffer": Runs(np.frombuffer, b"ran")}[call]
+    path = cifar_dir / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(release_pickle({b"data": payload, b"labels": [0]}))
+    for read in (data.load_images, data.read_cifar10_labels):
+        with pytest.raises(DataError) as err:
+            read("cifar10", str(cifar_dir)) if read is data.load_images else read(str(cifar_dir))
+        assert not marker.exists()  # nothing it names was called
+        assert_one_sentence_naming(err, path)
+        assert "not a CIFAR-10 batch" in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink"])
+def test_cifar_archive_member_that_is_no_regular_file(cifar_dir, kind):
+    archive = cifar_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ["data_batch_1", "data_batch_2", "data_batch_4", "data_batch_5", "test_batch"]:
+            tar.add(cifar_dir / "cifar-10-batches-py" / name, arcname=f"cifar-10-batches-py/{name}")
+        member = tarfile.TarInfo("cifar-10-batches-py/data_batch_3")
+        member.type = tarfile.DIRTYPE if kind == "directory" else tarfile.SYMTYPE
+        member.linkname = "data_batch_1"
+        tar.addfile(member)
+    with pytest.raises(DataError) as err:
+        data.load_images("cifar10", str(archive))
+    assert_one_sentence_naming(err, f"{archive}:cifar-10-batches-py/data_batch_3")
+    assert "not a regular file" in str(err.value)
 
 
 def test_cifar_truncated_pickle(cifar_dir):
