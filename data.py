@@ -2,10 +2,12 @@
 
 Sources: Fashion-MNIST (default), MNIST, CIFAR-10, and any folder tree of JPEG/PNG files (extracted CelebA, LSUN).
 Every source is decoded, resized and channel-converted once, to uint8 at the training size, so that no epoch after
-the first decodes anything. The built-in datasets are read here (IDX files, CIFAR-10's python release, else Keras'
-download), converted at load time and kept in memory; image folders are folders.py's (the walk, damaged files, the
-decoded-image cache). fit="pad" instead centres a built-in dataset's images, pixels unchanged, on a black canvas
-of the training size (Fashion-MNIST 28 -> 32: a 2-pixel border of 0, -1 after scaling), as many DCGAN
+the first decodes anything. The built-in datasets are read here (IDX files through find_idx/read_idx, CIFAR-10's
+python release, else Keras' download), converted at load time and kept in memory; image folders are folders.py's
+(the walk, damaged files, the decoded-image cache). CIFAR-10's pickled batches are read by an unpickler that admits
+only what a NumPy array needs, so a file handed in as a batch cannot run code; read_cifar10_labels gives their
+labels in the images' order. fit="pad" instead centres a built-in dataset's images, pixels unchanged, on a black
+canvas of the training size (Fashion-MNIST 28 -> 32: a 2-pixel border of 0, -1 after scaling), as many DCGAN
 implementations feed MNIST; folders, whose sizes vary, are always resized.
 
 Data order. A resumed run should continue exactly as if it had never stopped, including which images it sees
@@ -59,8 +61,7 @@ class DataError(Exception):
 
 
 def __getattr__(name):
-    """The folder source's settings, which other modules also reach as data.X (read them there; set them on
-    folders)."""
+    """Settings of the folder source that other modules read as data.X; to change one, set folders.X."""
     if name in ("IMAGE_EXTENSIONS", "CACHE_DIR_NAME", "CACHE_VERSION", "MEMORY_BUDGET_GB", "FULL_DECODE_MAX_FILES"):
         return getattr(folders, name)
     raise AttributeError(f"module 'data' has no attribute {name!r}")

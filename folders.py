@@ -1,29 +1,32 @@
 """Image folders -> uint8 images at the training size: the walk, the damaged-file checks, the decoded-image cache.
 
 This is data.py's "folder" dataset (extracted CelebA, LSUN, any tree of JPEG/PNG files): load_images() decodes a
-folder into memory, source() gives make_dataset a folder's images through its cache. Images are centre-cropped to a
-square and resized with data.py's resize, so they match what load_images returns bit for bit. PNGs keep their
-alpha (composited on black) and 16-bit depth (scaled exactly).
+folder into memory, source() gives make_dataset a folder's images through its cache. The walk (list_images)
+follows symbolic links, as trees assembled from linked category folders need, and enters each folder once. Images
+are centre-cropped to a square and resized with data.py's resize, so the cached pixels are what load_images
+returns, bit for bit. PNGs keep their alpha (composited on black) and 16-bit depth (scaled exactly); CMYK and
+grayscale JPEGs become RGB as Pillow converts them.
 
 Folder cache. A folder's images are decoded once into a cache, a directory of raw uint8 files (image_size^2 *
 channels bytes per image, PACK images to a file, or one per file when they are read from disk), under
-$GAN_CACHE/folders if that is set, else in `.gan-cache` inside the folder (or ~/.cache/tf-gans/folders if the
-folder is read-only). Its name holds a digest of the folder's listing (every
-file's path, size and modification time), the image size and channels, and the decoder's version, so later runs
-reuse it and a changed folder gets a new one (the old one is deleted). It is built under a temporary name and
-renamed into place when complete, so two runs building it at once each build their own and the first rename wins.
-The images then sit in memory if they fit MEMORY_BUDGET_GB (8 GB; $GAN_DATA_MEMORY_GB overrides), else the
-pipeline reads the file of each image it draws. Either way the steady-state pipeline is TensorFlow ops only.
+$GAN_CACHE/folders if that is set, else in `.gan-cache` inside the folder (or ~/.cache/tf-gans/folders if the folder
+is read-only). Its name holds a digest of the folder's listing (every file's path, size and modification time), the
+image size and channels, and the decoder's version, so later runs reuse it and a changed folder gets a new one (the
+old one is deleted). It is built in a folder of a random name (files.atomic_path) and renamed into place when
+complete, so two runs building it at once each build their own and the first rename wins. A cache is read only if
+its meta.json says what its name says and its files hold exactly the images it counts; any other is deleted and
+built again. The images then sit in memory if they fit MEMORY_BUDGET_GB (8 GB; $GAN_DATA_MEMORY_GB overrides), else
+the pipeline reads the file of each image it draws. Either way the steady-state pipeline is TensorFlow ops only.
 
 Damaged files. Every file gets a cheap check before the cache is built (a link to nothing, a pipe or device, an
 unreadable file; the headers; more than MAX_PIXELS pixels, from the header; PNG chunk CRCs; the JPEG end marker),
 and each file that passes is then decoded by the pipeline's own decoder. In a folder of fewer than
 FULL_DECODE_MAX_FILES files, the files that fail either are left out before the data order is drawn, with one
-warning each on stderr; if more than 1% of the files fail, the folder is refused in one sentence. A larger folder
-is refused on the cheap check and a decoded, evenly spaced sample of DECODE_SAMPLE files (before the long decode),
-and a file failing only the full decode is replaced by the next file in sorted path order that decodes, again with
-a warning. (A stand-in, not a gap: tf.data's ignore_errors would drop the image and shift every later one by a
-place.) A run that finds the cache warns about the same files again.
+warning each on stderr; if more than 1% of the files fail, the folder is refused in one sentence. A larger folder is
+refused on the cheap check and a decoded, evenly spaced sample of DECODE_SAMPLE files (before the long decode), and
+a file failing only the full decode is replaced by the next file in sorted path order that decodes, again with a
+warning. (A stand-in, not a gap: tf.data's ignore_errors would drop the image and shift every later one by a place.)
+A run that finds the cache warns about the same files again.
 """
 import bisect
 import contextlib
@@ -108,14 +111,6 @@ def read_cached(path, image_size, channels):
 
 # ---------------------------------------------------------------------------------------------- walking and checking
 
-
-def _scan_folder(data_dir, limit=None):
-    """Sorted JPEG/PNG paths under data_dir (recursively), the first `limit` of them, and {path: problem} for
-    those failing the cheap check."""
-    paths = list_images(data_dir)[:limit]
-    return paths, _cheap_problems(paths)
-
-
 def list_images(data_dir):
     """Sorted JPEG/PNG paths under data_dir, recursively, leaving out a cache inside it.
 
@@ -152,6 +147,13 @@ def _is_dir(entry):
         return False
 
 
+def _scan_folder(data_dir, limit=None):
+    """Sorted JPEG/PNG paths under data_dir (recursively), the first `limit` of them, and {path: problem} for
+    those failing the cheap check."""
+    paths = list_images(data_dir)[:limit]
+    return paths, _cheap_problems(paths)
+
+
 def _cheap_problems(paths):
     """{path: problem} for the files failing the cheap check (_image_problem)."""
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=16) as pool:  # I/O bound: threads overlap reads
@@ -167,7 +169,8 @@ def _image_problem(path):
     try:
         info = os.stat(path)
     except OSError as e:
-        return "is a link to a missing file" if os.path.islink(path) else f"cannot be read ({e.strerror})"
+        missing = isinstance(e, FileNotFoundError) and os.path.islink(path)
+        return "is a link to a missing file" if missing else f"cannot be read ({e.strerror})"
     if not stat.S_ISREG(info.st_mode):  # a pipe or a device: reading it may wait forever or never end
         return "is not a regular file"
     try:
@@ -223,7 +226,6 @@ def _warn_once(path, what):
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-
 
 def _decode_all(paths, image_size, channels, keep=True):
     """Decode every file with the pipeline's own decoder -> (uint8 images of the files that decode, in order, or
@@ -342,7 +344,6 @@ def _decode_folder(data_dir, paths, image_size, channels, large, writer, keep):
 
 # ---------------------------------------------------------------------------------------------- the cache
 
-
 def _memory_budget():
     """Bytes of decoded folder images a run may hold in memory: MEMORY_BUDGET_GB, or $GAN_DATA_MEMORY_GB."""
     value = os.environ.get("GAN_DATA_MEMORY_GB") or MEMORY_BUDGET_GB
@@ -450,11 +451,11 @@ def _discard(cache):
     shutil.rmtree(aside, ignore_errors=True)  # never follows a link
 
 
-def _read_images(files, shape, per_file):
+def _read_images(paths, shape, per_file):
     """A cache's files of `per_file` images each -> uint8 images of `shape`."""
     images = np.empty(int(np.prod(shape)), np.uint8)
     chunk = per_file * int(np.prod(shape[1:]))
-    for k, path in enumerate(files):
+    for k, path in enumerate(paths):
         with open(path, "rb", buffering=0) as f:
             f.readinto(memoryview(images)[k * chunk:(k + 1) * chunk])
     return images.reshape(shape)
@@ -473,10 +474,10 @@ def _build_cache(data_dir, paths, roots, name, image_size, channels, large, in_m
                 raise data.DataError(f"Cannot write the decoded-image cache of {data_dir} ({size}) under "
                                      f"{' or '.join(roots)}; set $GAN_CACHE to a writable folder with that much "
                                      "free space.")
-            print(f"note: decoding the {len(paths)} image files under {data_dir} once, at {image_size}x{image_size}"
-                  f"x{channels}" + (f", into {os.path.dirname(tmp)} (later runs reuse it)" if tmp else
-                                    " (no writable cache folder: later runs decode again)"), file=sys.stderr,
-                  flush=True)
+            where = (f"into {os.path.dirname(tmp)} (later runs reuse it)" if tmp else
+                     "(no writable cache folder: later runs decode again)")
+            print(f"note: decoding the {len(paths)} image files under {data_dir} once, at "
+                  f"{image_size}x{image_size}x{channels}, {where}", file=sys.stderr, flush=True)
             writer = None if tmp is None else _CacheWriter(tmp, per_file, record)
             if writer is not None:
                 stack.callback(writer.close)  # closed before the rename

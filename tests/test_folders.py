@@ -5,7 +5,6 @@ import os
 import struct
 import sys
 import threading
-import time
 import warnings
 import zlib
 
@@ -62,6 +61,16 @@ def test_each_folder_is_walked_once_through_any_number_of_links(tmp_path):
     expected = [str(root / "1.png"), str(root / "a" / "2.png"), str(root / "linked" / "3.png")]
     assert within(30, lambda: folders.list_images(str(root))) == expected
     assert len(data.load_images("folder", str(root), image_size=4)) == 3
+
+
+def test_cmyk_and_grayscale_jpegs_decode_as_pillow_converts_them(tmp_path):
+    Image.new("CMYK", (16, 16), (200, 30, 0, 40)).save(tmp_path / "cmyk.jpg", quality=95)
+    Image.new("L", (16, 16), 90).save(tmp_path / "gray.jpg", quality=95)
+    images = data.load_images("folder", str(tmp_path), image_size=4, channels=3)
+    for image, name in zip(images, ["cmyk.jpg", "gray.jpg"]):
+        with Image.open(tmp_path / name) as source:
+            expected = np.asarray(source.convert("RGB"), int)[8, 8]
+        assert np.abs(image.astype(int) - expected).max() <= 2, (name, image[0, 0], expected)
 
 
 # ---------------------------------------------------------------------------------------------- damaged files
