@@ -299,7 +299,7 @@ def _decode_folder(data_dir, paths, image_size, channels, large, writer, keep):
     Small folders (fewer than FULL_DECODE_MAX_FILES files): the files that fail the cheap check or the decode are
     left out. Large ones: those failing the cheap check, or in a decoded sample, are left out (or the folder is
     refused, before the long decode), and a file that fails the full decode has the next file in sorted order
-    that decodes stand in for it, as it did when large folders were decoded epoch after epoch.
+    that decodes stand in for it, so that every other file keeps its place in the data order.
     """
     problems = _cheap_problems(paths)
     if large:
