@@ -2,29 +2,13 @@
 
 Sources: Fashion-MNIST (default), MNIST, CIFAR-10, and any folder tree of JPEG/PNG files (extracted CelebA, LSUN).
 Every source is decoded, resized and channel-converted once, to uint8 at the training size, so that no epoch after
-the first decodes anything. The small datasets are converted at load time and kept in memory. PNGs keep their
-alpha (composited on black) and 16-bit depth (scaled exactly). fit="pad" instead centres a built-in dataset's
-images, pixels unchanged, on a black canvas of the training size (Fashion-MNIST 28 -> 32: a 2-pixel border of 0,
--1 after scaling), as many DCGAN implementations feed MNIST; folders, whose sizes vary, are always resized.
-
-Folder cache. A folder's images are decoded once into a cache, a directory of raw uint8 files (image_size^2 *
-channels bytes per image, PACK images to a file, or one per file when they are read from disk), under
-$GAN_CACHE/folders if that is set, else in `.gan-cache` inside the folder (or ~/.cache/tf-gans/folders if the
-folder is read-only). Its name holds a digest of the folder's listing (every
-file's path, size and modification time), the image size and channels, and the decoder's version, so later runs
-reuse it and a changed folder gets a new one (the old one is deleted). It is built under a temporary name and
-renamed into place when complete, so two runs building it at once each build their own and the first rename wins.
-The images then sit in memory if they fit MEMORY_BUDGET_GB (8 GB; $GAN_DATA_MEMORY_GB overrides), else the
-pipeline reads the file of each image it draws. Either way the steady-state pipeline is TensorFlow ops only.
-
-Damaged files. Every file gets a cheap check before the cache is built (headers, PNG chunk CRCs, the JPEG end
-marker), and each file is then decoded by the pipeline's own decoder. In a folder of fewer than
-FULL_DECODE_MAX_FILES files, the files that fail either are left out before the data order is drawn, with one
-warning each on stderr; if more than 1% of the files fail, the folder is refused in one sentence. A larger folder
-is refused on the cheap check and a decoded, evenly spaced sample of DECODE_SAMPLE files (before the long decode),
-and a file failing only the full decode is replaced by the next file in sorted path order that decodes, again with
-a warning. (A stand-in, not a gap: tf.data's ignore_errors would drop the image and shift every later one by a
-place.) A run that finds the cache warns about the same files again.
+the first decodes anything. The built-in datasets are read here (IDX files through find_idx/read_idx, CIFAR-10's
+python release, else Keras' download), converted at load time and kept in memory; image folders are folders.py's
+(the walk, damaged files, the decoded-image cache). CIFAR-10's pickled batches are read by an unpickler that admits
+only what a NumPy array needs, so a file handed in as a batch cannot run code; read_cifar10_labels gives their
+labels in the images' order. fit="pad" instead centres a built-in dataset's images, pixels unchanged, on a black
+canvas of the training size (Fashion-MNIST 28 -> 32: a 2-pixel border of 0, -1 after scaling), as many DCGAN
+implementations feed MNIST; folders, whose sizes vary, are always resized.
 
 Data order. A resumed run should continue exactly as if it had never stopped, including which images it sees
 next. A `Dataset.shuffle` buffer, or a checkpointed tf.data iterator, would have to be saved with every checkpoint
@@ -43,45 +27,26 @@ batch_size // R images and yields only the slices in `take`, which is what `dist
 feeds to replicas (replica r gets slice r). Slicing happens on indices, before any image is read, so the global
 batches are the same for any number of replicas and input workers, and each worker reads only its own images.
 """
-import bisect
 import gzip
-import hashlib
-import json
+import io
 import os
 import pickle
-import shutil
-import sys
 import tarfile
-import threading
-import uuid
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 import files
+import folders
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "folder")
 FITS = ("resize", "pad")  # how source images reach the training size (see the module docstring)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Where Debian's `dataset-fashion-mnist` package puts the IDX files; a module constant so tests can move it.
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 _IDX_STEMS = {("train", "images"): "train-images-idx3-ubyte", ("test", "images"): "t10k-images-idx3-ubyte",
               ("train", "labels"): "train-labels-idx1-ubyte", ("test", "labels"): "t10k-labels-idx1-ubyte"}
-# Folders with fewer files lose the files that fail to decode; larger ones are checked on a sample before the long
-# decode (about 1 ms per CelebA-sized JPEG per core) and get stand-ins (see the module docstring). A module
-# constant so tests can lower it.
-FULL_DECODE_MAX_FILES = 20_000
-DECODE_SAMPLE = 1000  # larger folders have this many files, evenly spaced, decoded up front
-MAX_DAMAGED = 0.01  # the fraction of a folder's files that may be damaged and skipped before it is refused
-# A folder's decoded images are held in memory up to this size ($GAN_DATA_MEMORY_GB overrides it), else read from
-# the cache's files (one per image) batch by batch. CelebA at 64x64 RGB is 2.5 GB, at 128x128 10 GB.
-MEMORY_BUDGET_GB = 8
-CACHE_DIR_NAME = ".gan-cache"  # a folder's decoded-image cache, next to the data unless $GAN_CACHE is set
-CACHE_VERSION = 1  # part of every cache's name: raise it when a change to the decoder changes any pixel
-PACK = 10_000  # images per cache file when the images are held in memory (one file per image otherwise)
 _CHUNK = 4096  # images per resize call at load time: bounds the float32 working copy (64 MB at 64x64x1)
 _PRETTY = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10"}
 _OFFLINE_HINT = {
@@ -93,6 +58,13 @@ _OFFLINE_HINT = {
 
 class DataError(Exception):
     """Bad or missing data; str(e) is one sentence a user can act on (what is wrong, what to do)."""
+
+
+def __getattr__(name):
+    """Settings of the folder source that other modules read as data.X; to change one, set folders.X."""
+    if name in ("IMAGE_EXTENSIONS", "CACHE_DIR_NAME", "CACHE_VERSION", "MEMORY_BUDGET_GB", "FULL_DECODE_MAX_FILES"):
+        return getattr(folders, name)
+    raise AttributeError(f"module 'data' has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -107,10 +79,7 @@ def load_images(name, data_dir=None, image_size=32, channels=1, split="train", l
     """
     _check_args(name, image_size, channels, split, fit)
     if name == "folder":
-        paths, problems = _scan_folder(data_dir, limit)
-        images, failed = _decode_all([p for p in paths if p not in problems], image_size, channels)
-        _drop_damaged(data_dir, paths, {**problems, **failed})
-        return images
+        return folders.load_images(data_dir, image_size, channels, limit)
     raw = (_load_cifar10(data_dir, split) if name == "cifar10" else _load_idx_dataset(name, data_dir, split))[:limit]
     if fit == "pad":
         raw = _pad(raw, image_size, name)  # then _convert_all converts the channels only
@@ -132,6 +101,39 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
     `fit` is load_images'.
     """
     _check_args(name, image_size, channels, fit=fit)
+    slices = _check_slices(batch_size, start_batch, parts, take)
+    slice_size = batch_size // parts
+    if name == "folder":
+        source, in_memory = folders.source(data_dir, image_size, channels)  # in memory, or the cache's files
+    else:
+        source, in_memory = _builtin_source(name, data_dir, image_size, channels, fit), True
+    source = _host_tensor(source)
+    n = int(source.shape[0])
+    if n < batch_size:
+        raise DataError(f"The {name} data has only {n} images, fewer than batch_size={batch_size}; "
+                        "lower --batch_size or add images.")
+    indices = _index_slices(n, batch_size, seed, start_batch, parts, slices)
+    # Steady state: a gather from memory, or a read of raw bytes per image; nothing is decoded, and no Python runs
+    # (a tf.py_function here would hold the GIL and, under op determinism, serialise the whole pipeline).
+    if in_memory:
+        images = indices.map(lambda idx: tf.gather(source, idx),
+                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        images = (indices.unbatch()
+                  .map(lambda i: folders.read_cached(source[i], image_size, channels),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                  .batch(slice_size, drop_remainder=True))
+    if dequantize:
+        images = _dequantized(images, seed, start_batch, slices, [batch_size, image_size, image_size, channels],
+                              slice_size)
+    else:
+        images = images.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0,
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return images.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_slices(batch_size, start_batch, parts, take):
+    """make_dataset's batch arguments checked -> the slice indices to yield, sorted."""
     if batch_size < 1 or start_batch < 0:
         raise DataError(f"batch_size must be >= 1 and start_batch >= 0, got {batch_size} and {start_batch}.")
     if not isinstance(parts, (int, np.integer)) or parts < 1 or batch_size % parts:
@@ -140,17 +142,13 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
     slices = list(range(parts)) if take is None else sorted(set(take))
     if not slices or not all(isinstance(r, (int, np.integer)) and 0 <= r < parts for r in slices):
         raise DataError(f"take must hold slice indices in range({parts}), got {take!r}.")
-    slice_size = batch_size // parts
-    if name == "folder":
-        source, in_memory = _folder_source(data_dir, image_size, channels)  # in memory, or the cache's files
-    else:
-        source, in_memory = _builtin_source(name, data_dir, image_size, channels, fit), True
-    source = _host_tensor(source)
-    n = int(source.shape[0])
-    per_epoch = n // batch_size
-    if per_epoch == 0:
-        raise DataError(f"The {name} data has only {n} images, fewer than batch_size={batch_size}; "
-                        "lower --batch_size or add images.")
+    return slices
+
+
+def _index_slices(n, batch_size, seed, start_batch, parts, slices):
+    """The data order (see the module docstring): int32 [batch_size // parts] index slices of n images, batch
+    after batch from global batch start_batch, each batch's slices in `slices` in index order."""
+    per_epoch, slice_size = n // batch_size, batch_size // parts
 
     def epoch_slices(epoch):
         # float32 draws tie now and then (~200 pairs at n=60k); a stable sort keeps the permutation deterministic.
@@ -160,39 +158,26 @@ def make_dataset(name, data_dir=None, image_size=32, channels=1, batch_size=64, 
         # [per_epoch, len(slices), slice_size] -> one index slice per element, batch-major
         return tf.data.Dataset.from_tensor_slices(tf.reshape(tf.gather(batches, slices, axis=1), [-1, slice_size]))
 
-    indices = (tf.data.Dataset.counter(start_batch // per_epoch)
-               .flat_map(epoch_slices)
-               .skip(start_batch % per_epoch * len(slices)))
-    # Steady state: a gather from memory, or a read of raw bytes per image; nothing is decoded, and no Python runs
-    # (a tf.py_function here would hold the GIL and, under op determinism, serialise the whole pipeline).
-    if in_memory:
-        images = indices.map(lambda idx: tf.gather(source, idx),
-                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        images = (indices.unbatch()
-                  .map(lambda i: _read_cached(source[i], image_size, channels),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                  .batch(slice_size, drop_remainder=True))
+    return (tf.data.Dataset.counter(start_batch // per_epoch)
+            .flat_map(epoch_slices)
+            .skip(start_batch % per_epoch * len(slices)))
 
-    if dequantize:
-        # Element k (after the skip) is slice slices[k % L] of global batch start_batch + k // L.
-        where = tf.data.Dataset.counter().map(
-            lambda k: (start_batch + k // len(slices), tf.gather(tf.constant(slices, tf.int64), k % len(slices))))
-        shape = [batch_size, image_size, image_size, channels]
 
-        def dequantized(x, where):
-            batch, part = where
-            # The whole global batch's noise, then this slice of it: the same values for any number of replicas.
-            # The key's second half is negative, so it never meets an epoch's permutation key [seed, e >= 0].
-            u = tf.random.stateless_uniform(shape, seed=tf.stack([tf.constant(seed, tf.int64), -1 - batch]))
-            return (tf.cast(x, tf.float32) + u[part * slice_size:(part + 1) * slice_size]) / 128.0 - 1.0
+def _dequantized(images, seed, start_batch, slices, shape, slice_size):
+    """uint8 slices -> (v + u) / 128 - 1, u ~ U(0, 1) a pure function of (seed, global batch, pixel)."""
+    # Element k (after the skip) is slice slices[k % L] of global batch start_batch + k // L.
+    where = tf.data.Dataset.counter().map(
+        lambda k: (start_batch + k // len(slices), tf.gather(tf.constant(slices, tf.int64), k % len(slices))))
 
-        images, to_float = tf.data.Dataset.zip((images, where)), dequantized
-    else:
-        def to_float(x):
-            return tf.cast(x, tf.float32) / 127.5 - 1.0
-    return (images.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    def dequantize(x, where):
+        batch, part = where
+        # The whole global batch's noise, then this slice of it: the same values for any number of replicas.
+        # The key's second half is negative, so it never meets an epoch's permutation key [seed, e >= 0].
+        u = tf.random.stateless_uniform(shape, seed=tf.stack([tf.constant(seed, tf.int64), -1 - batch]))
+        return (tf.cast(x, tf.float32) + u[part * slice_size:(part + 1) * slice_size]) / 128.0 - 1.0
+
+    return tf.data.Dataset.zip((images, where)).map(dequantize, num_parallel_calls=tf.data.AUTOTUNE,
+                                                    deterministic=True)
 
 
 def to_uint8(images):
@@ -284,7 +269,7 @@ def _pad(images, image_size, name):
 def _resize_uint8(images, image_size, channels):
     """uint8 (N, h, w, c) -> bilinear resize -> RGB<->gray -> rounded uint8. Shared by every source, so folder
     images decoded inside tf.data match what load_images returns for them bit for bit. (Folder images arrive as
-    float32 with the right channels already: see _decode_file.)"""
+    float32 with the right channels already: see folders._decode_file.)"""
     x = tf.cast(images, tf.float32)
     if x.shape[1] != image_size or x.shape[2] != image_size:
         # Antialiasing only changes anything when shrinking; for upscaling (28 -> 32) the plain kernel gives the
@@ -298,47 +283,16 @@ def _resize_uint8(images, image_size, channels):
     return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
 
 
-def _decode_file(path, image_size, channels):
-    """Image file -> centred square crop -> uint8 (image_size, image_size, channels)."""
-    raw = tf.io.read_file(path)
-    image = tf.cond(tf.io.is_jpeg(raw),  # by content, not by file name
-                    lambda: tf.cast(tf.io.decode_jpeg(raw, channels=3), tf.float32),  # grayscale and CMYK too
-                    lambda: _read_png(raw))
-    image = _to_channels(image, channels)
-    h, w = tf.shape(image)[0], tf.shape(image)[1]
-    side = tf.minimum(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    image = _resize_uint8(image[None, top:top + side, left:left + side], image_size, channels)[0]
-    image.set_shape([image_size, image_size, channels])
-    return image
+_memo = {}  # the one dataset kept in memory, by its key (a folder's cache, or a source's arguments and files)
 
 
-def _read_png(raw):
-    """PNG bytes -> float32 (h, w, 1) gray or (h, w, 3) RGB in [0, 255], alpha composited on black.
-
-    decode_png at uint16 with the file's own channels is the one call that keeps both the alpha channel (RGBA, LA,
-    palette + tRNS) and all 16 bits; at uint8 it drops alpha and truncates 16-bit values (511 -> 1, not 2).
-    """
-    x = tf.cast(tf.io.decode_png(raw, channels=0, dtype=tf.uint16), tf.float32) / 257.0  # 8-bit v*257 -> v exactly
-    c = tf.shape(x)[2]  # 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA (palettes expand to 3 or 4)
-    has_alpha = c % 2 == 0
-    alpha = tf.where(has_alpha, x[..., -1:] / 255.0, 1.0)
-    return x[..., :c - tf.cast(has_alpha, tf.int32)] * alpha  # a pixel with alpha 0 becomes black
-
-
-def _to_channels(image, channels):
-    """float32 (h, w, 1 or 3) -> (h, w, channels). Gray stays gray for channels=1: a detour through RGB would
-    scale it by 0.2989 + 0.5870 + 0.1140 = 0.9999 and round 16-bit and composited values the wrong way now and then."""
-    c = tf.shape(image)[2]
-    if channels == 3:
-        image = tf.tile(image, [1, 1, 3 // c])
-    else:
-        image = tf.cond(tf.equal(c, 3), lambda: tf.image.rgb_to_grayscale(tf.ensure_shape(image, [None, None, 3])),
-                        lambda: image)
-    return tf.ensure_shape(image, [None, None, channels])
-
-
-_memo = {}  # the last dataset make_dataset held in memory, by its cache (or source): one entry, reused in-process
+def keep(key, load):
+    """The dataset `key` names, as a tensor on the host: the one kept from an earlier call with this key, else
+    load()'s images, kept in place of the dataset kept before (one at a time: a run trains on one dataset)."""
+    if key not in _memo:
+        _memo.clear()  # first: the old entry's memory is free before the new one is loaded
+        _memo[key] = _host_tensor(load())
+    return _memo[key]
 
 
 def _host_tensor(array):
@@ -358,345 +312,17 @@ def _builtin_source(name, data_dir, image_size, channels, fit):
                                "datasets")]
     else:
         places = [data_dir, os.path.join(data_dir, "cifar-10-batches-py")]
-    files = []
+    found = []
     for place in places:  # the sources' names, sizes and modification times: changed files are loaded again
         if os.path.isdir(place):
-            files += [(e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(place) if e.is_file()]
+            found += [(e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(place) if e.is_file()]
         elif os.path.isfile(place):
-            files.append((place, os.path.getsize(place), os.stat(place).st_mtime_ns))
-    key = (name, image_size, channels, fit, tuple(sorted(files)))  # fit: padded and resized images differ
-    if key not in _memo:
-        _memo.clear()  # first: the old entry's memory is free before the new one is loaded
-        _memo[key] = _host_tensor(load_images(name, data_dir, image_size, channels, fit=fit))
-    return _memo[key]
+            found.append((place, os.path.getsize(place), os.stat(place).st_mtime_ns))
+    key = (name, image_size, channels, fit, tuple(sorted(found)))  # fit: padded and resized images differ
+    return keep(key, lambda: load_images(name, data_dir, image_size, channels, fit=fit))
 
 
-# ---------------------------------------------------------------------------------------------- folder cache
-
-def _folder_source(data_dir, image_size, channels):
-    """A folder's usable images at the training size, each decoded once -> (uint8 (N, size, size, channels) held in
-    memory, True) if they fit the memory budget, else (the N cache files holding them, one image each, False)."""
-    paths = _list_images(data_dir)
-    large = len(paths) >= FULL_DECODE_MAX_FILES
-    in_memory = len(paths) * image_size * image_size * channels <= _memory_budget()
-    # In memory: images packed PACK to a file (fast to load); else one file per image (the pipeline reads any one).
-    pack = PACK if in_memory else 1
-    base, prefix = _cache_name(data_dir, paths, image_size, channels, large)
-    roots = _cache_roots(data_dir)
-    for root in roots:
-        for per_file in ((PACK, 1) if in_memory else (1,)):  # either layout holds what memory needs
-            found = _read_cache(os.path.join(root, f"{base}-{per_file}"), image_size, channels, in_memory)
-            if found is not None:
-                return found, in_memory
-    name = f"{base}-{pack}"
-    tmp = next((t for t in (_temp_dir(root, name) for root in roots) if t is not None), None)
-    size = f"{len(paths) * image_size * image_size * channels / 2 ** 30:.2g} GB"
-    if tmp is None and not in_memory:
-        raise DataError(f"Cannot write the decoded-image cache of {data_dir} ({size}) under {' or '.join(roots)}; "
-                        "set $GAN_CACHE to a writable folder with that much free space.")
-    print(f"note: decoding the {len(paths)} image files under {data_dir} once, at {image_size}x{image_size}x"
-          f"{channels}" + (f", into {os.path.dirname(tmp)} (later runs reuse it)" if tmp else
-                           " (no writable cache folder: later runs decode again)"), file=sys.stderr, flush=True)
-    try:
-        writer = None if tmp is None else _CacheWriter(tmp, pack, image_size * image_size * channels)
-        images, count, warnings = _decode_folder(data_dir, paths, image_size, channels, large, writer, in_memory)
-        if tmp is None:
-            return images, True
-        writer.close()
-        with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: a cache with meta.json is complete
-            json.dump(dict(version=CACHE_VERSION, tensorflow=tf.__version__, data_dir=os.path.abspath(data_dir),
-                           shape=[count, image_size, image_size, channels], per_file=pack, warnings=warnings), f)
-        final = os.path.join(os.path.dirname(tmp), name)
-        try:
-            os.rename(tmp, final)  # atomic: other runs see no cache or a complete one
-        except OSError:
-            if not os.path.isfile(os.path.join(final, "meta.json")):
-                raise
-            # Another run published the same cache first: the same listing decoded by the same code, so the same
-            # images; use it, and ours goes in the finally clause.
-        for stale in os.listdir(os.path.dirname(final)):  # this folder's caches from before it changed
-            if stale.startswith(prefix) and not stale.startswith(base):  # (its other layout stays)
-                shutil.rmtree(os.path.join(os.path.dirname(final), stale), ignore_errors=True)
-    except OSError as e:
-        raise DataError(f"Cannot write the decoded-image cache of {data_dir} under {os.path.dirname(tmp)} "
-                        f"({e.strerror or e}); free {size} there or set $GAN_CACHE to another folder.") from e
-    finally:
-        if tmp is not None and os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    _memo.clear()
-    if in_memory:
-        _memo[final] = _host_tensor(images)
-        return _memo[final], True
-    return np.array(_cache_files(final, count, 1)), False
-
-
-def _memory_budget():
-    """Bytes of decoded folder images a run may hold in memory: MEMORY_BUDGET_GB, or $GAN_DATA_MEMORY_GB."""
-    value = os.environ.get("GAN_DATA_MEMORY_GB") or MEMORY_BUDGET_GB
-    try:
-        return float(value) * 2 ** 30
-    except ValueError:
-        raise DataError(f"$GAN_DATA_MEMORY_GB must be a number of gigabytes, got {value!r}.") from None
-
-
-def _cache_roots(data_dir):
-    """Where a folder's cache may live, in order of preference: $GAN_CACHE if set, else next to the data (a
-    read-only dataset: the user's cache folder)."""
-    if os.environ.get("GAN_CACHE"):
-        return [os.path.join(os.environ["GAN_CACHE"], "folders")]
-    return [os.path.join(data_dir, CACHE_DIR_NAME), os.path.join(os.path.expanduser("~"), ".cache", "tf-gans",
-                                                                 "folders")]
-
-
-def _cache_name(data_dir, paths, image_size, channels, large):
-    """(the cache's directory name but its layout, the prefix shared by every cache of this folder at this size).
-
-    The name holds a digest of everything the cached pixels depend on: the listing (each file's path, size and
-    modification time, so a changed folder gets a new cache), the decoder (CACHE_VERSION, TensorFlow's version)
-    and the damaged-file rule in force (see the module docstring).
-    """
-    listing = hashlib.sha256()
-    for path in paths:
-        stat = os.stat(path)
-        # path[len(data_dir):]: the path below the folder (os.walk's paths all start with data_dir)
-        listing.update(f"{path[len(data_dir):]}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    listing.update(f"{CACHE_VERSION} {tf.__version__} {large}".encode())
-    folder = os.path.realpath(data_dir)
-    prefix = (f"{os.path.basename(folder) or 'root'}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}-"
-              f"{image_size}x{image_size}x{channels}-")
-    return prefix + listing.hexdigest()[:16], prefix
-
-
-def _cache_files(cache, count, per_file):
-    """The files of a cache of `count` images, `per_file` to a file."""
-    return [_cache_file(cache, i) for i in range((count + per_file - 1) // per_file)]
-
-
-def _cache_file(cache, i):
-    """A cache's i-th file, 10,000 to a subfolder."""
-    return os.path.join(cache, f"{i // 10000:05d}", f"{i:08d}.u8")
-
-
-def _read_cached(path, image_size, channels):
-    """uint8 [image_size, image_size, channels] from a one-image cache file (raw bytes: nothing to decode)."""
-    return tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.uint8), [image_size, image_size, channels])
-
-
-def _read_cache(cache, image_size, channels, in_memory):
-    """The images (in_memory) or the one-image files of a complete cache, its damaged files warned about again;
-    None if there is none (or it cannot be read: then it is built again)."""
-    try:
-        with open(os.path.join(cache, "meta.json")) as f:
-            meta = json.load(f)
-        shape, per_file = meta["shape"], meta["per_file"]
-        files = _cache_files(cache, shape[0], per_file)
-        record = image_size * image_size * channels
-        if (shape[1:] != [image_size, image_size, channels] or not files
-                or sum(os.path.getsize(f) for f in files) != shape[0] * record):
-            return None
-        if in_memory and cache not in _memo:
-            _memo.clear()
-            images = np.empty(shape[0] * record, np.uint8)
-            for k, path in enumerate(files):
-                with open(path, "rb", buffering=0) as f:
-                    f.readinto(memoryview(images)[k * per_file * record:(k + 1) * per_file * record])
-            _memo[cache] = _host_tensor(images.reshape(shape))
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
-    for path, what in meta["warnings"]:
-        _warn_once(path, what)
-    return _memo[cache] if in_memory else np.array(files)
-
-
-def _temp_dir(root, name):
-    """A fresh directory under root to build a cache in, or None if root is not writable."""
-    try:
-        os.makedirs(root, exist_ok=True)
-        tmp = os.path.join(root, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-        os.mkdir(tmp)
-        return tmp
-    except OSError:
-        return None
-
-
-class _CacheWriter:
-    """Writes image k's raw bytes at its place in a cache of `per_file` images to a file (see _cache_files)."""
-
-    def __init__(self, cache, per_file, record):
-        self.cache, self.per_file, self.record = cache, per_file, record
-        self.file, self.index = None, None
-
-    def _seek(self, k):
-        index = k // self.per_file
-        if index != self.index:
-            self.close()
-            path = _cache_file(self.cache, index)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            self.file, self.index = open(path, "r+b" if os.path.exists(path) else "w+b"), index
-        self.file.seek(k % self.per_file * self.record)
-
-    def write(self, k, raw):
-        self._seek(k)
-        self.file.write(raw)
-
-    def read(self, k):
-        self._seek(k)
-        return self.file.read(self.record)
-
-    def close(self):
-        if self.file is not None:
-            self.file.close()
-        self.file, self.index = None, None
-
-
-def _decode_folder(data_dir, paths, image_size, channels, large, writer, keep):
-    """Decode each usable file of a folder once, in sorted path order -> (its images if keep, else None; their
-    count N; [[file, what]] for each damaged file, as warned), image k also given to writer (unless None).
-
-    Small folders (fewer than FULL_DECODE_MAX_FILES files): the files that fail the cheap check or the decode are
-    left out. Large ones: those failing the cheap check, or in a decoded sample, are left out (or the folder is
-    refused, before the long decode), and a file that fails the full decode has the next file in sorted order
-    that decodes stand in for it, as it did when large folders were decoded epoch after epoch.
-    """
-    problems = _cheap_problems(paths)
-    if large:
-        paths = _drop_damaged(data_dir, paths, problems)
-        sample = paths[::max(1, len(paths) // DECODE_SAMPLE)]
-        _drop_damaged(data_dir, paths, _decode_all(sample, image_size, channels, keep=False)[1], len(sample))
-        warnings = [[path, f"it {problems[path]}"] for path in sorted(problems)]
-        candidates = paths
-    else:
-        candidates = [path for path in paths if path not in problems]
-    images = np.empty((len(candidates), image_size, image_size, channels), np.uint8) if keep else None
-    decoded = []
-    for ks, batch in _decode_batches(candidates, image_size, channels):
-        for k, image in zip(ks.tolist(), batch):
-            position = k if large else len(decoded)  # small folders: the decodable files, packed
-            decoded.append(k)
-            if keep:
-                images[position] = image
-            if writer is not None:
-                writer.write(position, image.tobytes())
-    if not large:
-        failed = set(range(len(candidates))) - set(decoded)
-        problems.update({candidates[k]: "is corrupt (TensorFlow cannot decode it)" for k in failed})
-        _drop_damaged(data_dir, paths, problems)  # refuses the folder if too many are damaged, warns otherwise
-        warnings = [[path, f"it {problems[path]}"] for path in sorted(problems)]
-        return (images[:len(decoded)] if keep else None), len(decoded), warnings
-    good = sorted(decoded)
-    if not good:
-        raise DataError(f"None of the image files under {data_dir} can be decoded by TensorFlow; "
-                        "pass --data_dir pointing at a folder of JPEG/PNG images.")
-    for k in sorted(set(range(len(candidates))) - set(good)):
-        j = good[bisect.bisect(good, k) % len(good)]  # the next file in sorted path order that decodes
-        what = f"{candidates[j]} stands in for it every time it is drawn"
-        _warn_once(candidates[k], what)
-        warnings.append([candidates[k], what])
-        if keep:
-            images[k] = images[j]
-        if writer is not None:
-            writer.write(k, writer.read(j))
-    return images, len(candidates), warnings
-
-
-def _list_images(data_dir):
-    """Sorted JPEG/PNG paths under data_dir (recursively, leaving out a cache inside it)."""
-    _require_dir(data_dir, "a folder of .jpg/.jpeg/.png images")
-    paths = []
-    # followlinks: dataset trees are often assembled from symlinked category folders (LSUN).
-    for root, dirs, names in os.walk(data_dir, followlinks=True):
-        dirs[:] = [d for d in dirs if d != CACHE_DIR_NAME]
-        paths += [os.path.join(root, f) for f in names if f.lower().endswith(IMAGE_EXTENSIONS)]
-    if not paths:
-        raise DataError(f"No .jpg/.jpeg/.png images found under {data_dir}; "
-                        "pass --data_dir pointing at an image folder.")
-    return sorted(paths)
-
-
-def _scan_folder(data_dir, limit=None):
-    """Sorted JPEG/PNG paths under data_dir (recursively), the first `limit` of them, and {path: problem} for
-    those failing the cheap check."""
-    paths = _list_images(data_dir)[:limit]
-    return paths, _cheap_problems(paths)
-
-
-def _cheap_problems(paths):
-    """{path: problem} for the files failing the cheap check (_image_problem)."""
-    with ThreadPoolExecutor(max_workers=16) as pool:  # I/O bound: threads overlap the reads
-        return {path: problem for path, problem in zip(paths, pool.map(_image_problem, paths)) if problem}
-
-
-def _decode_all(paths, image_size, channels, keep=True):
-    """Decode every file with the pipeline's own decoder -> (uint8 images of the files that decode, in order, or
-    None if not keep; {path: problem} for the files that do not)."""
-    decoded, images = set(), []
-    for k, batch in _decode_batches(paths, image_size, channels):
-        decoded.update(k.tolist())
-        if keep:
-            images.append(batch)
-    failed = {path: "is corrupt (TensorFlow cannot decode it)" for k, path in enumerate(paths) if k not in decoded}
-    if not keep:
-        return None, failed
-    return (np.concatenate(images) if images else np.zeros((0, image_size, image_size, channels), np.uint8)), failed
-
-
-def _decode_batches(paths, image_size, channels):
-    """(positions in paths, uint8 images) of the files that decode, in order, a few hundred at a time."""
-    decode = (tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
-              .map(lambda k, path: (k, _decode_file(path, image_size, channels)),
-                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-              .ignore_errors()  # the positions that come out say which files decoded
-              .batch(256))
-    for k, batch in decode:
-        yield k.numpy(), batch.numpy()
-
-
-def _drop_damaged(data_dir, paths, problems, sampled=None):
-    """paths without the damaged ones, each named in a warning; a DataError if more than MAX_DAMAGED of the files
-    checked (all of them, or a sample of `sampled`) are damaged."""
-    checked = sampled or len(paths)
-    if len(problems) > MAX_DAMAGED * checked:
-        first = min(problems)
-        raise DataError(f"{len(problems)} of the {checked} {'sampled ' if sampled else ''}image files under "
-                        f"{data_dir} {'is' if len(problems) == 1 else 'are'} damaged, more than the "
-                        f"{MAX_DAMAGED:.0%} a run may skip (e.g. image file {first} {problems[first]}); "
-                        "delete or replace them.")
-    for path in sorted(problems):
-        _warn_once(path, f"it {problems[path]}")
-    return [path for path in paths if path not in problems]
-
-
-_warned = set()  # damaged files already named on stderr by this process: once each, not once per epoch or call
-_warned_lock = threading.Lock()  # pipeline threads may report the same file at the same time
-
-
-def _warn_once(path, what):
-    with _warned_lock:
-        if path in _warned:
-            return
-        _warned.add(path)
-    print(f"warning: skipping damaged image file {path}: {what}.", file=sys.stderr, flush=True)
-
-
-def _image_problem(path):
-    """What is wrong with an image file, or None. Cheap: headers, PNG chunk CRCs and the JPEG end marker, which
-    catches non-images and the usual truncated downloads without decoding pixels (~200k files in under a minute)."""
-    try:
-        with Image.open(path) as image:
-            kind = image.format
-            image.verify()  # PNG: reads every chunk and checks its CRC; JPEG: headers only
-        if kind not in ("PNG", "JPEG", "MPO"):  # MPO: multi-picture JPEG from cameras, decodes as JPEG
-            return f"is {kind}, not JPEG or PNG"
-        if kind != "PNG":
-            with open(path, "rb") as f:
-                f.seek(max(0, os.path.getsize(path) - 4096))
-                # TF's decoder fails if the data ends before the end-of-image marker; bytes after it are ignored.
-                if b"\xff\xd9" not in f.read():
-                    return "is truncated (no JPEG end marker)"
-    except Exception as e:  # PIL raises many types for bad files (UnidentifiedImageError, SyntaxError, OSError, ...)
-        return f"is corrupt or not an image ({type(e).__name__})"
-    return None
-
+# ---------------------------------------------------------------------------------------------- built-in sources
 
 def _load_idx_dataset(name, data_dir, split):
     """(Fashion-)MNIST as uint8 (N, 28, 28, 1): data_dir, else local copies, else a Keras download."""
@@ -749,10 +375,39 @@ def read_idx(path, ndim):
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy()
 
 
+def read_cifar10_labels(data_dir=None, split="train"):
+    """CIFAR-10's class labels (0..9) as uint8 (N,), in the order of load_images("cifar10", data_dir, split=split)'s
+    images: from the same batches, read the same way (data_dir None: Keras' download)."""
+    _check_args("cifar10", 32, 3, split)
+    if data_dir is None:
+        return _keras_load("cifar10", split, labels=True)
+    labels = []
+    for where, batch in _cifar10_batches(data_dir, split):
+        try:
+            labels.append(np.asarray(batch[b"labels"], np.uint8).reshape(-1))
+        except Exception as e:  # no labels, or not a list of small numbers
+            raise DataError(f"{where} holds no CIFAR-10 labels ({type(e).__name__}); "
+                            "re-download cifar-10-python.tar.gz.") from e
+    return np.concatenate(labels)
+
+
 def _load_cifar10(data_dir, split):
     """CIFAR-10 as uint8 (N, 32, 32, 3) from the python-pickle release (folder, its parent, or the .tar.gz)."""
     if data_dir is None:
         return _keras_load("cifar10", split)
+    images = []
+    for where, batch in _cifar10_batches(data_dir, split):
+        try:  # b"data": (N, 3072) uint8 stored channel-major
+            images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        except Exception as e:  # no images, or not an array of bytes
+            raise DataError(f"{where} is not a readable CIFAR-10 batch ({type(e).__name__}); "
+                            "re-download cifar-10-python.tar.gz.") from e
+    return np.concatenate(images)
+
+
+def _cifar10_batches(data_dir, split):
+    """The split's batches of the python release (a folder, its parent, or the .tar.gz) in order -> [(where, the
+    batch's dict)]. Archive members are read in memory, never extracted, and must be regular files."""
     names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
     folder = next((d for d in (data_dir, os.path.join(data_dir, "cifar-10-batches-py"))
                    if os.path.isfile(os.path.join(d, names[0]))), None)
@@ -764,42 +419,86 @@ def _load_cifar10(data_dir, split):
     where = folder or archive
     try:
         if folder is not None:
-            batches = []
+            found = {}
             for name in names:
                 where = os.path.join(folder, name)
                 with open(where, "rb") as f:
-                    batches.append(_parse_cifar_batch(f.read(), where))
+                    found[name] = f.read()
+            places = {name: os.path.join(folder, name) for name in names}
         else:
-            # One pass in archive order: the release stores batches out of order, and seeking back in gzip
-            # means decompressing again from the start.
-            with tarfile.open(archive, "r:gz") as tar:
-                found = {os.path.basename(m.name): tar.extractfile(m).read()
-                         for m in tar if m.isfile() and os.path.basename(m.name) in names}
-            batches = [_parse_cifar_batch(found[name], f"{archive}:{name}") for name in names]
-    except (OSError, EOFError, KeyError, zlib.error, tarfile.TarError) as e:
+            found = _archive_members(archive, [f"cifar-10-batches-py/{name}" for name in names])
+            places = {name: f"{archive}:cifar-10-batches-py/{name}" for name in names}
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise DataError(f"Could not read CIFAR-10 from {where} ({type(e).__name__}); "
                         "re-download cifar-10-python.tar.gz.") from e
-    return np.concatenate(batches)
+    return [(places[name], _unpickle_batch(found[name], places[name])) for name in names]
 
 
-def _parse_cifar_batch(raw, where):
-    """One pickled batch, a dict whose b"data" is (N, 3072) uint8 stored channel-major -> (N, 32, 32, 3).
-    Like Keras, this unpickles whatever data_dir holds: point it only at data you trust."""
+def _archive_members(archive, wanted):
+    """{basename: bytes} of the archive's regular files named `wanted` (./ allowed), in one pass in archive order
+    (the release stores its batches out of order, and seeking back in gzip decompresses again from the start)."""
+    found = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            name = os.path.normpath(member.name)
+            if name not in wanted:
+                continue
+            if not member.isfile() or name in found:
+                raise DataError(f"{archive}:{name} is {'a second copy' if name in found else 'not a regular file'}"
+                                " in the archive; re-download cifar-10-python.tar.gz.")
+            found[name] = tar.extractfile(member).read()
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise DataError(f"{archive} holds no {missing[0]}; re-download cifar-10-python.tar.gz.")
+    return {os.path.basename(name): raw for name, raw in found.items()}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle names a global that no CIFAR-10 batch names."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads what a pickled CIFAR-10 batch holds and nothing else: plain containers, strings, bytes, numbers, and
+    NumPy arrays through the only globals an array needs. Any other global (os.system, eval, ...) is refused
+    before it is looked up, so a file handed in as a batch cannot run code."""
+
+    _reconstruct = np.zeros(0).__reduce__()[0]
+    GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # the release: Python 2 and NumPy 1
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # NumPy 2
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.GLOBALS:
+            raise _Refused(f"{module}.{name}")
+        return self.GLOBALS[module, name]
+
+
+def _unpickle_batch(raw, where):
+    """One pickled batch -> its dict (bytes keys, as Python 2 wrote them), read with _BatchUnpickler."""
     try:
-        data = pickle.loads(raw, encoding="bytes")[b"data"]
-        return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _Refused as e:
+        raise DataError(f"{where} is not a CIFAR-10 batch: it names {e}, which no batch of the python release "
+                        "does, so it is not read; pass --data_dir holding the CIFAR-10 python release.") from None
     except Exception as e:  # a damaged pickle can raise nearly anything (EOFError, UnpicklingError, ValueError, ...)
         raise DataError(f"{where} is not a readable CIFAR-10 batch ({type(e).__name__}); "
                         "re-download cifar-10-python.tar.gz.") from e
+    if not isinstance(batch, dict):
+        raise DataError(f"{where} is not a readable CIFAR-10 batch (it holds a {type(batch).__name__}, not a dict); "
+                        "re-download cifar-10-python.tar.gz.")
+    return batch
 
 
-def _keras_load(name, split):
-    """Keras' downloader (which reuses its cache in ~/.keras/datasets) as the last resort."""
+def _keras_load(name, split, labels=False):
+    """Keras' downloader (which reuses its cache in ~/.keras/datasets) as the last resort: the split's images, or
+    with labels its labels as uint8 (N,)."""
     import keras  # deferred: only needed when no local copy exists
 
     try:
-        (x_train, _), (x_test, _) = getattr(keras.datasets, name).load_data()
+        train, test = getattr(keras.datasets, name).load_data()
     except Exception as e:  # Keras re-raises URLError/HTTPError as a bare Exception
         raise DataError(f"Could not download {_PRETTY[name]} (no internet?); {_OFFLINE_HINT[name]}.") from e
-    images = x_train if split == "train" else x_test
+    images, classes = train if split == "train" else test
+    if labels:
+        return np.asarray(classes, np.uint8).reshape(-1)
     return images if images.ndim == 4 else images[..., None]

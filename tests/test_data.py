@@ -1,5 +1,7 @@
-"""Tests for data.py on tiny hand-made data (IDX, CIFAR pickles, image folders), plus one real Fashion-MNIST load."""
+"""Tests for data.py and folders.py on tiny hand-made data (IDX, CIFAR pickles, image folders), plus one real
+Fashion-MNIST load."""
 import gzip
+import io
 import os
 import pickle
 import shutil
@@ -16,6 +18,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
+import folders  # noqa: E402
 from data import DataError  # noqa: E402
 
 
@@ -67,12 +70,36 @@ def save_png(path, array):
     Image.fromarray(np.asarray(array, np.uint8)).save(path)
 
 
+class Python2Pickler(pickle._Pickler):
+    """Pickles as Python 2 did, which wrote the CIFAR-10 release: text and bytes alike as byte strings (Python 3's
+    protocol 2 writes bytes as calls to _codecs.encode, which no batch of the release names)."""
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_byte_string(self, obj):
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        self.write((pickle.SHORT_BINSTRING + bytes([len(raw)]) if len(raw) < 256 else
+                    pickle.BINSTRING + struct.pack("<i", len(raw))) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = save_byte_string
+
+
+def release_pickle(obj):
+    """obj pickled as the CIFAR-10 release's batches are: Python 2, protocol 2, NumPy 1's numpy.core.multiarray."""
+    f = io.BytesIO()
+    Python2Pickler(f, protocol=2).dump(obj)
+    return f.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
 def cifar_pickle(n, offset):
-    """A CIFAR batch dict: image i has R = offset + i, G = 100, B = 200 (stored channel-major like the release)."""
+    """A CIFAR batch dict: image i has R = offset + i, G = 100, B = 200 (stored channel-major like the release),
+    label (offset + i) % 10; pickled as the release is."""
     images = np.zeros((n, 3, 32, 32), np.uint8)
     images[:, 0] = (offset + np.arange(n))[:, None, None]
     images[:, 1], images[:, 2] = 100, 200
-    return pickle.dumps({b"data": images.reshape(n, 3072), b"labels": [0] * n})
+    labels = [(offset + i) % 10 for i in range(n)]
+    return release_pickle({b"batch_label": "training batch", b"labels": labels, b"data": images.reshape(n, 3072),
+                           b"filenames": [f"image_{offset + i}.png" for i in range(n)]})
 
 
 @pytest.fixture
@@ -222,6 +249,62 @@ def test_cifar_rgb_to_gray(cifar_dir):
     red = np.array([10, 11, 20, 21, 30, 31, 40, 41, 50, 51])
     expected = np.round(0.2989 * red + 0.5870 * 100 + 0.1140 * 200)
     np.testing.assert_array_equal(gray[:, 5, 5, 0], expected)
+
+
+def test_cifar_batches_as_released_and_their_labels(cifar_dir):
+    raw = (cifar_dir / "cifar-10-batches-py" / "data_batch_1").read_bytes()
+    assert raw.startswith(b"\x80\x02") and b"cnumpy.core.multiarray\n_reconstruct\n" in raw and b"_codecs" not in raw
+    images = data.load_images("cifar10", str(cifar_dir), channels=3)
+    labels = data.read_cifar10_labels(str(cifar_dir))
+    assert labels.dtype == np.uint8 and labels.tolist() == [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]
+    np.testing.assert_array_equal(labels, images[:, 0, 0, 0] % 10)  # the images' own order
+    assert data.read_cifar10_labels(str(cifar_dir), "test").tolist() == [0, 1, 2]
+    archive = cifar_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cifar_dir / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    np.testing.assert_array_equal(data.read_cifar10_labels(str(archive)), labels)
+
+
+class Runs:
+    """Unpickling it calls `call`(*args), which would create a marker file."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+@pytest.mark.parametrize("call", ["os.system", "builtins.eval", "numpy.frombuffer"])
+def test_cifar_pickle_naming_any_other_global_is_refused_unrun(cifar_dir, call):
+    marker = cifar_dir / "ran"
+    payload = {"os.system": Runs(os.system, f"touch {marker}"),
+               "builtins.eval": Runs(eval, f"open({str(marker)!r}, 'w').close()"),
+               "numpy.frombuffer": Runs(np.frombuffer, b"ran")}[call]
+    path = cifar_dir / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(release_pickle({b"data": payload, b"labels": [0]}))
+    for read in (data.load_images, data.read_cifar10_labels):
+        with pytest.raises(DataError) as err:
+            read("cifar10", str(cifar_dir)) if read is data.load_images else read(str(cifar_dir))
+        assert not marker.exists()  # nothing it names was called
+        assert_one_sentence_naming(err, path)
+        assert "not a CIFAR-10 batch" in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink"])
+def test_cifar_archive_member_that_is_no_regular_file(cifar_dir, kind):
+    archive = cifar_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ["data_batch_1", "data_batch_2", "data_batch_4", "data_batch_5", "test_batch"]:
+            tar.add(cifar_dir / "cifar-10-batches-py" / name, arcname=f"cifar-10-batches-py/{name}")
+        member = tarfile.TarInfo("cifar-10-batches-py/data_batch_3")
+        member.type = tarfile.DIRTYPE if kind == "directory" else tarfile.SYMTYPE
+        member.linkname = "data_batch_1"
+        tar.addfile(member)
+    with pytest.raises(DataError) as err:
+        data.load_images("cifar10", str(archive))
+    assert_one_sentence_naming(err, f"{archive}:cifar-10-batches-py/data_batch_3")
+    assert "not a regular file" in str(err.value)
 
 
 def test_cifar_truncated_pickle(cifar_dir):
@@ -441,9 +524,9 @@ def test_folder_cache_built_once_reused_and_rebuilt_when_the_folder_changes(imag
     # Once built, the pipeline decodes nothing (no decoder op at all) and runs no Python.
     assert not graph_ops(ds) & {"DecodePng", "DecodeJpeg", "DecodeImage", "EagerPyFunc", "PyFunc", "PyFuncStateless"}
     assert "EagerPyFunc" in graph_ops(tf.data.Dataset.range(1).map(lambda x: tf.py_function(abs, [x], tf.int64)))
-    cache_root = image_tree / data.CACHE_DIR_NAME
+    cache_root = image_tree / folders.CACHE_DIR_NAME
     [cache] = caches(cache_root)
-    assert cache.endswith("-1" if budget_gb == 0 else f"-{data.PACK}")  # one image per file only when read from disk
+    assert cache.endswith("-1" if budget_gb == 0 else f"-{folders.PACK}")  # one image per file only when read from disk
     # The pixels are the uncached decoder's, bit for bit: every batch is made of uncached images.
     expected = uncached.astype(np.float32) / 127.5 - 1.0
     for image in first.reshape(-1, 4, 4, 3):
@@ -457,13 +540,13 @@ def test_folder_cache_built_once_reused_and_rebuilt_when_the_folder_changes(imag
     stat = victim.stat()
     victim.write_bytes(bytes(stat.st_size))
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    real_decode_file = data._decode_file
-    monkeypatch.setattr(data, "_decode_file", lambda *a: pytest.fail("a cached folder was decoded"))
+    real_decode_file = folders._decode_file
+    monkeypatch.setattr(folders, "_decode_file", lambda *a: pytest.fail("a cached folder was decoded"))
     np.testing.assert_array_equal(np.stack(take(dataset(), 9)), first)
     np.testing.assert_array_equal(np.stack(take(dataset(start_batch=4), 5)), first[4:])
     halves = take(dataset(start_batch=1, parts=2, take=[1]), 4)
     np.testing.assert_array_equal(np.stack(halves), first[1:5, 1:])
-    monkeypatch.setattr(data, "_decode_file", real_decode_file)
+    monkeypatch.setattr(folders, "_decode_file", real_decode_file)
 
     # A changed folder (a file rewritten, so its mtime moves; a file added) is decoded again into a new cache,
     # which replaces the old one.
@@ -496,12 +579,12 @@ def test_folder_cache_under_gan_cache_and_in_the_users_cache(image_tree, tmp_pat
 
     monkeypatch.setenv("GAN_CACHE", str(tmp_path / "gan_cache"))
     reference = batches()
-    assert len(caches(tmp_path / "gan_cache" / "folders")) == 1 and not (image_tree / data.CACHE_DIR_NAME).exists()
+    assert len(caches(tmp_path / "gan_cache" / "folders")) == 1 and not (image_tree / folders.CACHE_DIR_NAME).exists()
     # Without $GAN_CACHE, and with no way to write next to the data (a file where the cache folder would go): the
     # user's cache folder. Nothing else changes.
     monkeypatch.delenv("GAN_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    (image_tree / data.CACHE_DIR_NAME).write_text("in the way")
+    (image_tree / folders.CACHE_DIR_NAME).write_text("in the way")
     np.testing.assert_array_equal(batches(), reference)
     assert len(caches(tmp_path / "home" / ".cache" / "tf-gans" / "folders")) == 1
 
@@ -522,11 +605,11 @@ def test_folder_with_nowhere_to_cache(image_tree, tmp_path, monkeypatch, capsys)
 def test_folder_cache_two_runs_at_once(image_tree, monkeypatch):
     # Run A decodes into its temporary folder while run B builds and publishes the same cache: A's rename then
     # fails, A uses B's cache, and no temporary folder is left behind.
-    real_temp_dir = data._temp_dir
+    real_temp_dir = folders._temp_dir
     others = []
 
-    def temp_dir_racing(root, name):
-        tmp = real_temp_dir(root, name)
+    def temp_dir_racing(stack, roots, name):
+        tmp = real_temp_dir(stack, roots, name)
         if not others:
             others.append(1)
             data._memo.clear()
@@ -534,10 +617,10 @@ def test_folder_cache_two_runs_at_once(image_tree, monkeypatch):
                                                           batch_size=2), 4)))
         return tmp
 
-    monkeypatch.setattr(data, "_temp_dir", temp_dir_racing)
+    monkeypatch.setattr(folders, "_temp_dir", temp_dir_racing)
     mine = np.stack(take(data.make_dataset("folder", str(image_tree), image_size=4, channels=3, batch_size=2), 4))
     np.testing.assert_array_equal(mine, others[1])
-    assert len(caches(image_tree / data.CACHE_DIR_NAME)) == 1  # B's; A's temporary folder is gone
+    assert len(caches(image_tree / folders.CACHE_DIR_NAME)) == 1  # B's; A's temporary folder is gone
 
 
 # ---------------------------------------------------------------------------------------------- damaged folders
@@ -572,7 +655,7 @@ SCAN, ZLIB, CUT = "050_scan.jpg", "120_zlib.png", "200_cut.png"  # sorted betwee
 def damaged_tree(tmp_path, monkeypatch):
     """GOOD 8x8 PNGs 000.png ... whose pixels (k % 256, k // 256, 7) name them, plus three damaged files: two that
     only a full decode finds (SCAN, ZLIB) and a truncated PNG that the cheap check finds (CUT)."""
-    monkeypatch.setattr(data, "_warned", set())  # warnings are once per process; each test starts afresh
+    monkeypatch.setattr(folders, "_warned", set())  # warnings are once per process; each test starts afresh
     root = tmp_path / "damaged"
     for k in range(GOOD):
         save_png(str(root / f"{k:03d}.png"), np.broadcast_to([k % 256, k // 256, 7], (8, 8, 3)))
@@ -581,10 +664,10 @@ def damaged_tree(tmp_path, monkeypatch):
     save_png(str(root / CUT), np.random.default_rng(3).integers(0, 256, (32, 32, 3)))
     (root / CUT).write_bytes((root / CUT).read_bytes()[:1000])
     for name in (SCAN, ZLIB):  # the premise: only a full decode tells these two apart from good files
-        assert data._image_problem(str(root / name)) is None
+        assert folders._image_problem(str(root / name)) is None
         with pytest.raises(tf.errors.InvalidArgumentError):
-            data._decode_file(str(root / name), 8, 3)
-    assert data._image_problem(str(root / CUT)) is not None
+            folders._decode_file(str(root / name), 8, 3)
+    assert folders._image_problem(str(root / CUT)) is not None
     return root
 
 
@@ -608,7 +691,7 @@ def test_damaged_files_are_left_out_up_front(damaged_tree, capsys, monkeypatch):
     warnings = capsys.readouterr().err.splitlines()
     for name in (SCAN, ZLIB, CUT):  # each named once, though three datasets and load_images met them
         assert sum(str(damaged_tree / name) in line for line in warnings) == 1, warnings
-    monkeypatch.setattr(data, "_warned", set())  # a new process: its run finds the cache, and warns again
+    monkeypatch.setattr(folders, "_warned", set())  # a new process: its run finds the cache, and warns again
     data._memo.clear()
     np.testing.assert_array_equal(np.stack(take(dataset(), 16)), np.stack(batches))
     warnings = capsys.readouterr().err.splitlines()
@@ -619,8 +702,8 @@ def test_damaged_files_are_left_out_up_front(damaged_tree, capsys, monkeypatch):
 def test_damaged_files_found_in_the_pipeline_are_replaced(damaged_tree, tmp_path, monkeypatch, capsys):
     # A folder too large to decode up front: SCAN and ZLIB pass the cheap check and fail only inside the pipeline.
     # (The up-front sample is every 30th of the 300 files that pass, sorted positions 0, 30, ...: not 51 or 122.)
-    monkeypatch.setattr(data, "FULL_DECODE_MAX_FILES", 0)
-    monkeypatch.setattr(data, "DECODE_SAMPLE", 10)
+    monkeypatch.setattr(folders, "FULL_DECODE_MAX_FILES", 0)
+    monkeypatch.setattr(folders, "DECODE_SAMPLE", 10)
     # The same folder with each of them replaced by a copy of the next file in sorted order, and CUT deleted.
     twin = tmp_path / "twin"
     shutil.copytree(damaged_tree, twin)
@@ -655,8 +738,8 @@ def test_folder_with_over_one_percent_damaged_is_refused(damaged_tree):
 
 
 def test_large_folder_with_over_one_percent_damaged_in_its_sample_is_refused(damaged_tree, monkeypatch):
-    monkeypatch.setattr(data, "FULL_DECODE_MAX_FILES", 0)
-    monkeypatch.setattr(data, "DECODE_SAMPLE", 100)  # every 3rd of the 300 files that pass the cheap check
+    monkeypatch.setattr(folders, "FULL_DECODE_MAX_FILES", 0)
+    monkeypatch.setattr(folders, "DECODE_SAMPLE", 100)  # every 3rd of the 300 files that pass the cheap check
     data.make_dataset("folder", str(damaged_tree), image_size=8, batch_size=20)  # 1 of 100: SCAN, position 51
     for k in (0, 3, 6):  # sorted positions 0, 3, 6 are sampled too
         bad_zlib_png(damaged_tree / f"{k:03d}.png")
