@@ -35,10 +35,12 @@ one trained on resized images either way, a fixed feature extractor like Incepti
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 import time
 import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -490,14 +492,7 @@ def read_samples(path, num, seed, step, best):
         print(f"scoring {num or 10_000} samples of {ckpt}", file=sys.stderr)
         return common.generate_images(generator, num or 10_000, config["z_dim"], seed), config
     if path.endswith(".npz") and os.path.isfile(path):
-        try:
-            with np.load(path) as f:
-                images = f["images"]
-        except (OSError, KeyError, ValueError) as e:
-            raise common.RunError(f"{path} is not an .npz with uint8 images under 'images' ({type(e).__name__}).")
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-            raise common.RunError(f"{path} holds {images.dtype} {images.shape}, not uint8 (N, H, W, 1 or 3) images.")
-        return images[:num], None
+        return read_npz(path, num), None
     if os.path.isdir(path):
         from PIL import Image
         first = min((os.path.join(root, f) for root, _, files in os.walk(path, followlinks=True) for f in files
@@ -508,6 +503,88 @@ def read_samples(path, num, seed, step, best):
             size, channels = min(image.size), 1 if image.mode in ("L", "I", "I;16", "1") else 3
         return data.load_images("folder", path, size, channels, limit=num), None
     raise common.RunError(f"{path} is neither a run directory, an .npz file nor a folder of images.")
+
+
+NPZ_FORMAT = "uint8 images (N, S, S, 1 or 3) under 'images', as sample.py --format npz writes"
+NPZ_MAX_RATIO = 1100  # deflate expands at most about 1032:1, so a member claiming more holds less than it says
+
+
+def read_npz(path, num=None):
+    """The uint8 images (N, S, S, 1 or 3) under 'images' in an .npz, the first `num` of them if given.
+
+    The array's .npy header is read from the zip member (numpy.lib.format; nothing is unpickled) and checked before
+    anything is allocated: dtype, shape, square images, 1 or 3 channels, at least MIN_SAMPLES images (and `num`),
+    and that the member holds as many bytes as the header claims and no more than this machine's memory.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "images.npy" not in archive.namelist():
+                raise common.RunError(f"{path} holds no 'images' array; pass an .npz of {NPZ_FORMAT}.")
+            member = archive.getinfo("images.npy")
+            with archive.open(member) as f:
+                shape, fortran_order = _npz_header(path, f, num)
+                stored, claimed = member.file_size - f.tell(), math.prod(shape)  # Python ints: no overflow
+                if stored != claimed:
+                    raise common.RunError(f"{path} has a header claiming {_size(claimed)} of images but holds "
+                                          f"{_size(stored)}; it is damaged, write it again with sample.py.")
+                if member.file_size > NPZ_MAX_RATIO * member.compress_size + 4096:
+                    raise common.RunError(f"{path} claims {_size(member.file_size)} of images in "
+                                          f"{_size(member.compress_size)}, more than compression can give; it is "
+                                          "damaged, write it again with sample.py.")
+                count = min(shape[0], num or shape[0])
+                wanted = claimed if fortran_order else count * claimed // shape[0]  # Fortran order: all of it
+                memory = _memory_bytes()
+                if memory and wanted > memory:
+                    raise common.RunError(f"{path} holds {shape[0]} images ({_size(wanted)}), more than this "
+                                          f"machine's {_size(memory)} of memory; pass --num to score fewer.")
+                try:
+                    data = bytearray(wanted)
+                    read = f.readinto(data)
+                except MemoryError:
+                    raise common.RunError(f"{path} holds {_size(wanted)} of images, more than the memory free "
+                                          "now; pass --num to score fewer.") from None
+                if read != wanted:
+                    raise EOFError("the member ends early")
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        raise common.RunError(f"{path} is not a readable .npz ({type(e).__name__}); pass an .npz of "
+                              f"{NPZ_FORMAT}.") from None
+    if fortran_order:
+        return np.ascontiguousarray(np.frombuffer(data, np.uint8).reshape(shape, order="F")[:count])
+    return np.frombuffer(data, np.uint8).reshape((count, *shape[1:]))
+
+
+def _npz_header(path, f, num):
+    """(shape, fortran_order) of the .npy header at f's position, refused unless it holds usable images."""
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise common.RunError(f"{path} holds an .npy of format {version}, which numpy writes for no uint8 array; "
+                              f"pass an .npz of {NPZ_FORMAT}.")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(f)
+    if dtype != np.uint8 or len(shape) != 4 or shape[3] not in (1, 3) or min(shape[1:3]) < 1:
+        raise common.RunError(f"{path} holds {dtype} {shape}, not {NPZ_FORMAT}.")
+    if shape[1] != shape[2]:
+        raise common.RunError(f"{path} holds {shape[1]}x{shape[2]} images, not square ones; the reference images "
+                              "are square, so resize or crop the samples first.")
+    if shape[0] < MIN_SAMPLES:
+        raise common.RunError(f"{path} holds {shape[0]} image{'s' * (shape[0] != 1)}, fewer than the {MIN_SAMPLES} "
+                              "every metric needs; write more samples with sample.py --num.")
+    if num and shape[0] < num:
+        raise common.RunError(f"{path} holds {shape[0]} images, fewer than --num {num}; pass --num {shape[0]} or "
+                              "write more samples.")
+    return shape, fortran_order
+
+
+def _size(n):
+    """n bytes, for a message."""
+    return f"{n / 2 ** 40:.1f} TiB" if n >= 2 ** 40 else f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n} bytes"
+
+
+def _memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not a POSIX system: no limit known
+        return None
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@ offline classifier on generated labelled data, and the command line. Nothing her
 import argparse
 import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -434,6 +436,88 @@ def test_cli_refuses_bad_inputs_in_one_sentence(tmp_path, capsys):
                  (str(tmp_path / "fake.npz"),)):  # float images, no such path, no --dataset for a file
         code, out, err = run_main(capsys, *args, "--cache_dir", str(tmp_path / "cache"))
         assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def npz_with_header(path, shape, data=b"", compression=zipfile.ZIP_STORED):
+    """An .npz whose 'images' member has a uint8 .npy header claiming `shape` followed by only `data`."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("images.npy", header.getvalue() + data)
+    return str(path)
+
+
+class Unpickled:
+    """Creates `marker` when unpickled: an object array holding one must never be unpickled."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def refuses_before_computing(monkeypatch, capsys, path, *args):
+    """metrics.py PATH ARGS ends in one sentence naming PATH with exit status 2, before any network is built."""
+    monkeypatch.setattr(metrics, "make_scorer", lambda *a, **k: pytest.fail("the input should have been refused"))
+    code, out, err = run_main(capsys, path, "--dataset", "mnist", *args)
+    assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+    assert path in err and err.count(". ") == 0, err
+    return err
+
+
+def test_an_npz_whose_header_claims_909_tib_is_refused_from_the_header(tmp_path, monkeypatch, capsys):
+    huge = npz_with_header(tmp_path / "huge.npz", (10 ** 9, 1000, 1000, 1), bytes(64))  # 10^15 bytes = 909 TiB
+    assert "909.5 TiB" in refuses_before_computing(monkeypatch, capsys, huge)
+    for claim in ((4, 32, 32, 1), (2, 16, 16, 3)):  # a few images, cut short
+        assert "header" in refuses_before_computing(monkeypatch, capsys,
+                                                    npz_with_header(tmp_path / "short.npz", claim, bytes(100)))
+    # The zip entry lies too: a compressed member claiming the header's 4 MB in a few bytes.
+    lying = tmp_path / "lying.npz"
+    npz_with_header(lying, (4, 1000, 1000, 1), bytes(1000), compression=zipfile.ZIP_DEFLATED)
+    raw = bytearray(lying.read_bytes())
+    claimed = struct.pack("<I", 4 * 1000 * 1000 + zipfile.ZipFile(lying).infolist()[0].file_size - 1000)
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
+        at = raw.index(signature) + offset
+        raw[at:at + 4] = claimed
+    lying.write_bytes(raw)
+    assert "more than compression can give" in refuses_before_computing(monkeypatch, capsys, str(lying))
+
+
+@pytest.mark.parametrize("images, expected", [
+    (np.zeros((4, 16, 12, 1), np.uint8), "16x12"),  # not square
+    (np.zeros((1, 16, 16, 1), np.uint8), "1 image"),  # fewer than MIN_SAMPLES
+    (np.zeros((4, 16, 16, 2), np.uint8), "(4, 16, 16, 2)"),  # 2 channels
+    (np.zeros((4, 16, 16), np.uint8), "(4, 16, 16)"),  # no channel axis
+    (np.zeros((4, 16, 16, 1), np.float32), "float32"),
+])
+def test_an_npz_of_unusable_images_is_refused_before_anything_is_computed(images, expected, tmp_path, monkeypatch,
+                                                                            capsys):
+    np.savez(tmp_path / "bad.npz", images=images)
+    assert expected in refuses_before_computing(monkeypatch, capsys, str(tmp_path / "bad.npz"))
+
+
+def test_an_npz_with_fewer_images_than_num_is_refused(tmp_path, monkeypatch, capsys):
+    np.savez(tmp_path / "ten.npz", images=np.zeros((10, 16, 16, 1), np.uint8))
+    assert "--num 20" in refuses_before_computing(monkeypatch, capsys, str(tmp_path / "ten.npz"), "--num", "20")
+
+
+def test_an_npz_of_pickled_objects_is_refused_unpickled(tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "unpickled"
+    np.savez(tmp_path / "objects.npz", images=np.array([Unpickled(str(marker))] * 4, dtype=object))
+    assert "object" in refuses_before_computing(monkeypatch, capsys, str(tmp_path / "objects.npz"))
+    assert not marker.exists()
+
+
+def test_an_npz_is_read_as_np_load_reads_it_and_num_takes_the_first(tmp_path):
+    images = np.random.default_rng(11).integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "c.npz", images=images)
+    np.savez_compressed(tmp_path / "z.npz", images=images)
+    np.savez(tmp_path / "f.npz", images=np.asfortranarray(images))
+    for name in ("c", "z", "f"):
+        read = metrics.read_npz(str(tmp_path / f"{name}.npz"))
+        assert read.dtype == np.uint8 and read.flags.writeable
+        np.testing.assert_array_equal(read, images)
+        np.testing.assert_array_equal(metrics.read_npz(str(tmp_path / f"{name}.npz"), 3), images[:3])
 
 
 def test_cli_scores_a_run_directory(labelled, trained_cache, tmp_path, capsys):
