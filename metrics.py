@@ -360,7 +360,7 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
             network, network_id = inception.inception_network(cache_dir, inception_path)
             if "is" in names and network(np.zeros((1, 8, 8, 3), np.uint8))[1] is None:
                 raise common.RunError("this Inception graph has no softmax layer, so it gives no Inception Score.")
-        geometry = "" if fit == "resize" else f"-{fit}"  # resize keeps the name from before --fit: caches stay valid
+        geometry = "" if fit == "resize" else f"-{fit}"  # resize: no suffix (a config without fit is resize)
         path = os.path.join(cache_dir, "stats",
                             f"{family}-{_key(dataset, data_dir, image_size, channels)}{geometry}-{split}.npz")
         scorers[family] = (network, _reference_statistics(

@@ -139,7 +139,7 @@ def test_an_op_unknown_to_tensorflow_is_refused(toy_graph, tmp_path):
 def test_an_op_that_calls_a_function_is_refused_without_a_library(tmp_path):
     path, _, _ = inception_graphs.toy_graph(tmp_path, function_call)
     graph_def = tf.compat.v1.GraphDef.FromString(open(path, "rb").read())
-    graph_def.library.Clear()  # the call names a function it no longer carries
+    graph_def.library.Clear()  # the call names a function the graph does not carry
     assert [node.op for node in graph_def.node if "Call" in node.op] == ["PartitionedCall"]  # not stateful
     (tmp_path / "call.pb").write_bytes(graph_def.SerializeToString())
     with pytest.raises(common.RunError, match="PartitionedCall, an op that calls a function") as e:
@@ -264,10 +264,10 @@ def test_metrics_cli_refuses_a_hostile_pb_given_with_inception(tiny_fashion, tmp
     marker = tmp_path / "written"
     path, _, _ = inception_graphs.toy_graph(tmp_path, write_file(marker))
     np.savez(tmp_path / "fake.npz", images=np.zeros((4, 16, 16, 1), np.uint8))
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "fake.npz"),
-                             "--dataset", "fashion_mnist", "--data_dir", tiny_fashion, "--metric", "fid", "--inception", path,
-                             "--cache_dir", str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT,
-                            timeout=300, env=OFFLINE_ENV)
+    command = [sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "fake.npz"), "--dataset",
+               "fashion_mnist", "--data_dir", tiny_fashion, "--metric", "fid", "--inception", path, "--cache_dir",
+               str(tmp_path / "cache")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, env=OFFLINE_ENV)
     assert result.returncode == 2 and result.stdout == "", result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "WriteFile" in errors[0] and "Traceback" not in result.stderr, result.stderr

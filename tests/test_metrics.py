@@ -548,7 +548,7 @@ def test_pad_statistics_are_of_padded_images_and_cached_apart(labelled, trained_
     monkeypatch.setattr(metrics, "train_classifier", lambda *a, **k: pytest.fail("the resize classifier serves pad"))
     key = f"classifier-mnist-{hashlib.sha1(os.path.abspath(labelled).encode()).hexdigest()[:8]}-32px-1ch"
     resized = metrics.make_scorer("classifier_fd", "mnist", labelled, cache_dir=cache)
-    assert stats_files(cache) == [f"{key}-train.npz"]  # the name from before --fit: existing caches stay valid
+    assert stats_files(cache) == [f"{key}-train.npz"]  # resize's statistics carry no suffix
     padded = metrics.make_scorer("classifier_fd", "mnist", labelled, cache_dir=cache, fit="pad")
     assert stats_files(cache) == [f"{key}-pad-train.npz", f"{key}-train.npz"]
     real = {fit: data.load_images("mnist", labelled, 32, fit=fit) for fit in data.FITS}
@@ -568,7 +568,7 @@ def test_evaluator_and_cli_use_the_runs_fit(labelled, trained_cache, tmp_path, m
                   seed=0)
     tf.train.CheckpointManager(tf.train.Checkpoint(generator=ops.make_generator(32, 1, 16, 8)), str(run_dir / "ckpt"),
                                1, checkpoint_name="ckpt").save(checkpoint_number=1)
-    for fit in (None, "pad"):  # None: args and a config.json from before --fit, i.e. resize
+    for fit in (None, "pad"):  # None: args and a config.json without fit, i.e. resize
         (run_dir / "config.json").write_text(json.dumps(config if fit is None else {**config, "fit": fit}))
         # The CLI scoring the run, then the Evaluator, each from a cache holding the resize statistics only.
         code, _, err = run_main(capsys, str(run_dir), "--num", "16")
