@@ -4,7 +4,6 @@ network."""
 import io
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import urllib.request
@@ -17,12 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import common  # noqa: E402
 import inception  # noqa: E402
+import metrics  # noqa: E402
+from conftest import cli_in_process  # noqa: E402
 from inception_graphs import FEATURE_DIM, make_archive, pin, toy_features  # noqa: E402
 import inception_graphs  # noqa: E402
-
-OFFLINE_ENV = {**os.environ, "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-               "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "",
-               "NO_PROXY": ""}  # any download attempt fails at once
 
 
 @pytest.fixture(scope="module")
@@ -260,15 +257,12 @@ def test_a_hostile_download_is_refused_and_not_kept(tmp_path, monkeypatch):
     assert not marker.exists() and os.listdir(tmp_path / "cache") == []
 
 
-def test_metrics_cli_refuses_a_hostile_pb_given_with_inception(tiny_fashion, tmp_path):
+def test_metrics_cli_refuses_a_hostile_pb_given_with_inception(tiny_fashion, tmp_path, capsys):
     marker = tmp_path / "written"
     path, _, _ = inception_graphs.toy_graph(tmp_path, write_file(marker))
     np.savez(tmp_path / "fake.npz", images=np.zeros((4, 16, 16, 1), np.uint8))
-    command = [sys.executable, os.path.join(ROOT, "metrics.py"), str(tmp_path / "fake.npz"), "--dataset",
-               "fashion_mnist", "--data_dir", tiny_fashion, "--metric", "fid", "--inception", path, "--cache_dir",
-               str(tmp_path / "cache")]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, env=OFFLINE_ENV)
-    assert result.returncode == 2 and result.stdout == "", result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "WriteFile" in errors[0] and "Traceback" not in result.stderr, result.stderr
-    assert not marker.exists()
+    code, out, err = cli_in_process(metrics.main, [tmp_path / "fake.npz", "--dataset", "fashion_mnist", "--data_dir",
+                                                   tiny_fashion, "--metric", "fid", "--inception", path,
+                                                   "--cache_dir", tmp_path / "cache"], capsys)  # metrics.py ARGS
+    assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "WriteFile" in err and path in err and not marker.exists()
