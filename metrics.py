@@ -2,8 +2,9 @@
 
 Two feature spaces, named so that nobody confuses them:
   fid, kid, is                   the standard FID Inception network: pool_3 (2048-d) of the 2015-12-05 Inception
-                                 graph, as in the original FID code (TTUR) and TF-GAN, loaded in TF2. Comparable
-                                 with published numbers; needs the graph (downloaded once, or --inception PATH).
+                                 graph, as in the original FID code (TTUR) and TF-GAN, loaded in TF2 by inception.py.
+                                 Comparable with published numbers; needs the graph (downloaded once, or --inception
+                                 PATH).
   classifier_fd, classifier_kid  a small CNN trained here once on the dataset's training split (fixed seed), its
                                  128-d penultimate layer. Offline and fast, for fashion_mnist / mnist only, and
                                  comparable only with itself (same dataset, image size, cache). It is not FID.
@@ -34,13 +35,12 @@ one trained on resized images either way, a fixed feature extractor like Incepti
 import argparse
 import hashlib
 import json
+import math
 import os
-import shutil
 import sys
-import tarfile
 import time
-import urllib.request
 import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -49,14 +49,12 @@ import tensorflow as tf
 import common
 import data
 import files
+import inception
 
 MANIFOLD = ("precision", "recall", "density", "coverage")  # per feature space: "precision" is Inception's
 METRICS = ("classifier_fd", "classifier_kid", "fid", "kid", "is", *(f"classifier_{m}" for m in MANIFOLD),
            *MANIFOLD, "classes")
 LABELLED = ("fashion_mnist", "mnist")  # the classifier needs labels
-INCEPTION_URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
-INCEPTION_BYTES = 88_931_400  # the archive's size as logged by TF's classify_image.py ("Successfully downloaded")
-INCEPTION_SHA256 = None  # no published SHA-256 was found; pin `sha256sum inception-2015-12-05.tgz` here
 CLASSIFIER_EPOCHS = 8
 KID_FEATURES = 10_000  # reference features kept for KID, and the real set of precision/recall/density/coverage
 K_NEAREST = 5  # k of precision/recall/density/coverage: Naeem et al.'s and StudioGAN's (NVIDIA's P&R code uses 3)
@@ -209,131 +207,6 @@ def statistics(features):
     return f.mean(0), np.cov(f, rowvar=False)
 
 
-# ------------------------------------------------------------------------------ the FID Inception network
-def _inception_archive(cache_dir):
-    """Path of the checked inception-2015-12-05.tgz in the cache, downloading it once."""
-    path = os.path.join(cache_dir, os.path.basename(INCEPTION_URL))
-    if not os.path.isfile(path):
-        print(f"downloading the FID Inception graph from {INCEPTION_URL} ...", file=sys.stderr)
-        try:
-            with files.atomic_path(path) as tmp:  # checked before it takes the archive's name
-                with urllib.request.urlopen(INCEPTION_URL, timeout=60) as response, open(tmp, "wb") as f:
-                    shutil.copyfileobj(response, f, 1 << 20)
-                digest = _check_archive(tmp)
-        except OSError as e:  # URLError, timeouts and refused connections are OSErrors
-            raise common.RunError(
-                f"the FID Inception network is not in {cache_dir} and could not be downloaded "
-                f"({getattr(e, 'reason', e)}); download {INCEPTION_URL} on a machine with internet and pass "
-                f"--inception PATH_TO_THE_TGZ, or copy it into {cache_dir}.") from None
-        if not INCEPTION_SHA256:
-            print(f"its SHA-256 is {digest} (metrics.INCEPTION_SHA256 pins none yet)", file=sys.stderr)
-    return path
-
-
-def _check_archive(path):
-    """Refuse an archive whose size (published) or SHA-256 (once pinned) is not the official one; -> SHA-256."""
-    size = os.path.getsize(path)
-    if size != INCEPTION_BYTES:
-        raise common.RunError(f"{path} has {size} bytes, not the {INCEPTION_BYTES} of the official "
-                              f"inception-2015-12-05.tgz; delete it and download {INCEPTION_URL} again.")
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    if INCEPTION_SHA256 and digest != INCEPTION_SHA256:
-        raise common.RunError(f"{path} has SHA-256 {digest}, not the pinned {INCEPTION_SHA256}; delete it and "
-                              f"download {INCEPTION_URL} again.")
-    return digest
-
-
-def _read_graph_def(path):
-    """GraphDef from a classify_image_graph_def.pb, an archive holding one, or a folder holding either."""
-    if os.path.isdir(path):
-        names = ("classify_image_graph_def.pb", os.path.basename(INCEPTION_URL))
-        path = next((os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))), path)
-    if not os.path.isfile(path):
-        raise common.RunError(f"--inception {path} is neither classify_image_graph_def.pb nor "
-                              "inception-2015-12-05.tgz (nor a folder holding one).")
-    try:
-        if path.endswith((".tgz", ".tar.gz")):
-            _check_archive(path)
-            with tarfile.open(path, "r:gz") as tar:
-                member = next(m for m in tar if m.name.endswith("classify_image_graph_def.pb"))
-                raw = tar.extractfile(member).read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read()
-        graph_def = tf.compat.v1.GraphDef.FromString(raw)
-    except (OSError, StopIteration, tarfile.TarError, ValueError) as e:  # DecodeError is a ValueError subclass
-        raise common.RunError(f"{path} is not a readable Inception graph ({type(e).__name__}).") from None
-    names = {node.name for node in graph_def.node}
-    if not {"ExpandDims", "pool_3"} <= names:
-        raise common.RunError(f"{path} has no 'ExpandDims' input and 'pool_3' output; it is not the FID graph.")
-    return graph_def, hashlib.sha256(raw).hexdigest()[:16], "softmax/logits/MatMul" in names
-
-
-def _replace_removed_batch_norm(graph_def):
-    """The same graph with BatchNormWithGlobalNormalization (removed in GraphDef version 9) spelled in current ops.
-
-    The 2015 graph uses it after every convolution. A TF1 session runs it because importing lowers the session
-    graph's version to the file's, but a tf.function runs at TF's current version and refuses it. The kernel
-    computes (t - mean) * rsqrt(var + eps) [* gamma] + beta; so do these nodes, under the same output name.
-    """
-    out = tf.compat.v1.GraphDef()
-    out.versions.CopyFrom(graph_def.versions)
-    out.library.CopyFrom(graph_def.library)
-    for node in graph_def.node:
-        if node.op != "BatchNormWithGlobalNormalization":
-            out.node.add().CopyFrom(node)
-            continue
-        t, mean, var, beta, gamma = node.input[:5]
-        dtype, name = node.attr["T"], node.name
-
-        def add(op, suffix, *inputs):
-            new = out.node.add(name=f"{name}/fid_{suffix}" if suffix else name, op=op, input=inputs)
-            new.attr["T"].CopyFrom(dtype)
-        eps = out.node.add(name=f"{name}/fid_eps", op="Const")
-        eps.attr["dtype"].type = dtype.type
-        eps.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(node.attr["variance_epsilon"].f,
-                                                               tf.dtypes.as_dtype(dtype.type)))
-        add("AddV2", "var_eps", var, eps.name)
-        add("Rsqrt", "rsqrt", f"{name}/fid_var_eps")
-        scale = f"{name}/fid_rsqrt"
-        if node.attr["scale_after_normalization"].b:
-            add("Mul", "scale", scale, gamma)
-            scale = f"{name}/fid_scale"
-        add("Sub", "centred", t, mean)
-        add("Mul", "scaled", f"{name}/fid_centred", scale)
-        add("AddV2", "", f"{name}/fid_scaled", beta)
-        out.node[-1].input.extend(node.input[5:])  # control inputs, if any
-    return out
-
-
-def inception_network(cache_dir=None, inception=None):
-    """-> (features(images uint8 NHWC) -> (pool_3 [N, 2048], logits [N, 1008] or None), id of the graph)."""
-    graph_def, graph_id, has_logits = _read_graph_def(inception or _inception_archive(cache_dir or
-                                                                                      default_cache_dir()))
-    graph_def = _replace_removed_batch_norm(graph_def)
-
-    def imported(images):
-        # Feed float [0, 255] images of any size at ExpandDims:0, as TTUR's fid.py does; the graph resizes them
-        # to 299x299 (bilinear) and scales them to [-1, 1] itself.
-        pool3, = tf.compat.v1.import_graph_def(graph_def, input_map={"ExpandDims:0": images},
-                                               return_elements=["pool_3:0"], name="inception")
-        pool3 = tf.reshape(pool3, [tf.shape(images)[0], -1])  # [N, 1, 1, 2048] -> [N, 2048]
-        if not has_logits:
-            return pool3, tf.zeros([tf.shape(images)[0], 0])
-        # The original IS code: pool_3 times the softmax layer's weights, without its bias.
-        weights = tf.compat.v1.get_default_graph().get_operation_by_name("inception/softmax/logits/MatMul").inputs[1]
-        return pool3, tf.matmul(pool3, weights)
-
-    run = tf.compat.v1.wrap_function(imported, [tf.TensorSpec([None, None, None, 3], tf.float32)])
-
-    def features(images):
-        x = tf.cast(images, tf.float32)
-        out = run(tf.tile(x, [1, 1, 1, 3]) if x.shape[-1] == 1 else x)  # grayscale -> RGB
-        return out[0].numpy(), (out[1].numpy() if has_logits else None)
-    return features, graph_id
-
-
 # ------------------------------------------------------------------------------------- the offline classifier
 def make_classifier(image_size=32, channels=1, seed=0):
     """A small CNN, (images uint8) -> 10 logits; every layer float32 and seeded (no global RNG is touched)."""
@@ -461,7 +334,7 @@ def _family(metric):
     return "classifier" if metric.startswith("classifier") or metric == "classes" else "inception"
 
 
-def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache_dir=None, inception=None,
+def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache_dir=None, inception_path=None,
                 split="train", batch_size=100, k=K_NEAREST, fit="resize"):
     """-> score(images uint8 (N, H, W, C)) -> {name: float} for the metric name(s) asked, in the order asked.
 
@@ -471,6 +344,7 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
     network, k, both sample counts), for printing beside it. The feature network and the reference
     statistics of `dataset`'s `split` are loaded here, or computed once and cached, not at every call. The real
     images are loaded with `fit` (data.load_images'), the generator's geometry, so that real and fake compare.
+    `inception_path` is a local copy of the FID Inception graph (see inception.inception_network).
     """
     names = [metric] if isinstance(metric, str) else list(metric)
     unknown = [m for m in names if m not in METRICS]
@@ -483,26 +357,15 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
             # Trained on resized images whatever `fit` is: a fixed feature extractor, as Inception is for FID.
             network, network_id = classifier_network(dataset, data_dir, image_size, channels, cache_dir)
         else:
-            network, network_id = inception_network(cache_dir, inception)
+            network, network_id = inception.inception_network(cache_dir, inception_path)
             if "is" in names and network(np.zeros((1, 8, 8, 3), np.uint8))[1] is None:
                 raise common.RunError("this Inception graph has no softmax layer, so it gives no Inception Score.")
-        geometry = "" if fit == "resize" else f"-{fit}"  # resize keeps the name from before --fit: caches stay valid
+        geometry = "" if fit == "resize" else f"-{fit}"  # resize: no suffix (a config without fit is resize)
         path = os.path.join(cache_dir, "stats",
                             f"{family}-{_key(dataset, data_dir, image_size, channels)}{geometry}-{split}.npz")
-        reference = _read_statistics(path)
-        if str(reference.get("network")) != network_id:  # missing, or made by another network (retrained)
-            print(f"computing {family} statistics of {dataset} ({split} split) once ...", file=sys.stderr)
-            feats, _ = _features(network, data.load_images(dataset, data_dir, image_size, channels, split, fit=fit),
-                                 batch_size)
-            mu, sigma = statistics(feats)
-            subset = feats[np.random.default_rng(0).permutation(len(feats))[:KID_FEATURES]]
-            reference = dict(mu=mu, sigma=sigma, features=subset, network=network_id)
-            try:
-                with files.atomic_write(path) as f:
-                    np.savez(f, **reference)
-            except OSError as e:
-                raise _cache_error(path, e) from None
-        scorers[family] = (network, reference)
+        scorers[family] = (network, _reference_statistics(
+            path, network, network_id, batch_size, f"{family} statistics of {dataset} ({split} split)",
+            lambda: data.load_images(dataset, data_dir, image_size, channels, split, fit=fit)))
     if "classes" in names and dataset not in LABELLED:
         raise common.RunError(f"classes needs a labelled MNIST-like dataset ({', '.join(LABELLED)}), not {dataset}.")
 
@@ -514,31 +377,57 @@ def make_scorer(metric, dataset, data_dir=None, image_size=32, channels=1, cache
                                   f"{image_size}, {channels}) as the reference statistics.")
         values = {}
         for family, (network, ref) in scorers.items():
-            feats, logits = _features(network, images, batch_size)
-            prefix, what = ("classifier_", "classifier") if family == "classifier" else ("", "Inception pool_3")
-            counts = f"{len(images)} fake vs"
-            fd, kd = prefix + "fd" if prefix else "fid", prefix + "kid" if prefix else "kid"
-            if fd in names:
-                values[fd] = frechet_distance(*statistics(feats), ref["mu"], ref["sigma"])
-                notes[fd] = f"{what} features, {counts} the {split} split's statistics"
-            if kd in names:
-                values[kd] = kernel_inception_distance(feats, ref["features"])
-                notes[kd] = f"{what} features, {counts} {len(ref['features'])} real"
-            if family == "inception" and "is" in names:
-                values["is"] = inception_score(logits)
-                notes["is"] = f"Inception logits, {len(images)} fake"
-            if any(prefix + m in names for m in MANIFOLD):
-                for m, v in manifold_metrics(ref["features"], feats, k).items():
-                    values[prefix + m] = v
-                    notes[prefix + m] = f"{what} features, k {k}, {counts} {len(ref['features'])} real"
-            if family == "classifier" and "classes" in names:
-                real_logits = network.head(ref["features"])
-                values["classes"], values["classes_kl"] = class_coverage(logits, real_logits)
-                notes["classes"] = notes["classes_kl"] = (f"classifier's predicted classes, {counts} "
-                                                          f"{len(real_logits)} real")
+            values.update(_family_values(family, network, ref, images, names, k, split, batch_size, notes))
         return {m: values[m] for name in names for m in (("classes", "classes_kl") if name == "classes" else (name,))}
     notes = score.notes = {}
     return score
+
+
+def _reference_statistics(path, network, network_id, batch_size, what, real_images):
+    """The statistics cached at `path` if `network_id` made them, else computed once from real_images() and
+    cached: mu, sigma, KID_FEATURES of the features, and the id of the network."""
+    reference = _read_statistics(path)
+    if str(reference.get("network")) == network_id:
+        return reference
+    print(f"computing {what} once ...", file=sys.stderr)  # missing, or made by another network (retrained)
+    feats, _ = _features(network, real_images(), batch_size)
+    mu, sigma = statistics(feats)
+    subset = feats[np.random.default_rng(0).permutation(len(feats))[:KID_FEATURES]]
+    reference = dict(mu=mu, sigma=sigma, features=subset, network=network_id)
+    try:
+        with files.atomic_write(path) as f:
+            np.savez(f, **reference)
+    except OSError as e:
+        raise _cache_error(path, e) from None
+    return reference
+
+
+def _family_values(family, network, ref, images, names, k, split, batch_size, notes):
+    """{name: value} of the metrics in `names` that one feature network gives for `images`; notes[name] says what
+    each was computed from."""
+    feats, logits = _features(network, images, batch_size)
+    prefix, what = ("classifier_", "classifier") if family == "classifier" else ("", "Inception pool_3")
+    counts = f"{len(images)} fake vs"
+    fd, kd = prefix + "fd" if prefix else "fid", prefix + "kid" if prefix else "kid"
+    values = {}
+    if fd in names:
+        values[fd] = frechet_distance(*statistics(feats), ref["mu"], ref["sigma"])
+        notes[fd] = f"{what} features, {counts} the {split} split's statistics"
+    if kd in names:
+        values[kd] = kernel_inception_distance(feats, ref["features"])
+        notes[kd] = f"{what} features, {counts} {len(ref['features'])} real"
+    if family == "inception" and "is" in names:
+        values["is"] = inception_score(logits)
+        notes["is"] = f"Inception logits, {len(images)} fake"
+    if any(prefix + m in names for m in MANIFOLD):
+        for m, v in manifold_metrics(ref["features"], feats, k).items():
+            values[prefix + m] = v
+            notes[prefix + m] = f"{what} features, k {k}, {counts} {len(ref['features'])} real"
+    if family == "classifier" and "classes" in names:
+        real_logits = network.head(ref["features"])
+        values["classes"], values["classes_kl"] = class_coverage(logits, real_logits)
+        notes["classes"] = notes["classes_kl"] = f"classifier's predicted classes, {counts} {len(real_logits)} real"
+    return values
 
 
 # ---------------------------------------------------------------------------------- evaluation during training
@@ -603,14 +492,7 @@ def read_samples(path, num, seed, step, best):
         print(f"scoring {num or 10_000} samples of {ckpt}", file=sys.stderr)
         return common.generate_images(generator, num or 10_000, config["z_dim"], seed), config
     if path.endswith(".npz") and os.path.isfile(path):
-        try:
-            with np.load(path) as f:
-                images = f["images"]
-        except (OSError, KeyError, ValueError) as e:
-            raise common.RunError(f"{path} is not an .npz with uint8 images under 'images' ({type(e).__name__}).")
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-            raise common.RunError(f"{path} holds {images.dtype} {images.shape}, not uint8 (N, H, W, 1 or 3) images.")
-        return images[:num], None
+        return read_npz(path, num), None
     if os.path.isdir(path):
         from PIL import Image
         first = min((os.path.join(root, f) for root, _, files in os.walk(path, followlinks=True) for f in files
@@ -621,6 +503,88 @@ def read_samples(path, num, seed, step, best):
             size, channels = min(image.size), 1 if image.mode in ("L", "I", "I;16", "1") else 3
         return data.load_images("folder", path, size, channels, limit=num), None
     raise common.RunError(f"{path} is neither a run directory, an .npz file nor a folder of images.")
+
+
+NPZ_FORMAT = "uint8 images (N, S, S, 1 or 3) under 'images', as sample.py --format npz writes"
+NPZ_MAX_RATIO = 1100  # deflate expands at most about 1032:1, so a member claiming more holds less than it says
+
+
+def read_npz(path, num=None):
+    """The uint8 images (N, S, S, 1 or 3) under 'images' in an .npz, the first `num` of them if given.
+
+    The array's .npy header is read from the zip member (numpy.lib.format; nothing is unpickled) and checked before
+    anything is allocated: dtype, shape, square images, 1 or 3 channels, at least MIN_SAMPLES images (and `num`),
+    and that the member holds as many bytes as the header claims and no more than this machine's memory.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "images.npy" not in archive.namelist():
+                raise common.RunError(f"{path} holds no 'images' array; pass an .npz of {NPZ_FORMAT}.")
+            member = archive.getinfo("images.npy")
+            with archive.open(member) as f:
+                shape, fortran_order = _npz_header(path, f, num)
+                stored, claimed = member.file_size - f.tell(), math.prod(shape)  # Python ints: no overflow
+                if stored != claimed:
+                    raise common.RunError(f"{path} has a header claiming {_size(claimed)} of images but holds "
+                                          f"{_size(stored)}; it is damaged, write it again with sample.py.")
+                if member.file_size > NPZ_MAX_RATIO * member.compress_size + 4096:
+                    raise common.RunError(f"{path} claims {_size(member.file_size)} of images in "
+                                          f"{_size(member.compress_size)}, more than compression can give; it is "
+                                          "damaged, write it again with sample.py.")
+                count = min(shape[0], num or shape[0])
+                wanted = claimed if fortran_order else count * claimed // shape[0]  # Fortran order: all of it
+                memory = _memory_bytes()
+                if memory and wanted > memory:
+                    raise common.RunError(f"{path} holds {shape[0]} images ({_size(wanted)}), more than this "
+                                          f"machine's {_size(memory)} of memory; pass --num to score fewer.")
+                try:
+                    data = bytearray(wanted)
+                    read = f.readinto(data)
+                except MemoryError:
+                    raise common.RunError(f"{path} holds {_size(wanted)} of images, more than the memory free "
+                                          "now; pass --num to score fewer.") from None
+                if read != wanted:
+                    raise EOFError("the member ends early")
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        raise common.RunError(f"{path} is not a readable .npz ({type(e).__name__}); pass an .npz of "
+                              f"{NPZ_FORMAT}.") from None
+    if fortran_order:
+        return np.ascontiguousarray(np.frombuffer(data, np.uint8).reshape(shape, order="F")[:count])
+    return np.frombuffer(data, np.uint8).reshape((count, *shape[1:]))
+
+
+def _npz_header(path, f, num):
+    """(shape, fortran_order) of the .npy header at f's position, refused unless it holds usable images."""
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise common.RunError(f"{path} holds an .npy of format {version}, which numpy writes for no uint8 array; "
+                              f"pass an .npz of {NPZ_FORMAT}.")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(f)
+    if dtype != np.uint8 or len(shape) != 4 or shape[3] not in (1, 3) or min(shape[1:3]) < 1:
+        raise common.RunError(f"{path} holds {dtype} {shape}, not {NPZ_FORMAT}.")
+    if shape[1] != shape[2]:
+        raise common.RunError(f"{path} holds {shape[1]}x{shape[2]} images, not square ones; the reference images "
+                              "are square, so resize or crop the samples first.")
+    if shape[0] < MIN_SAMPLES:
+        raise common.RunError(f"{path} holds {shape[0]} image{'s' * (shape[0] != 1)}, fewer than the {MIN_SAMPLES} "
+                              "every metric needs; write more samples with sample.py --num.")
+    if num and shape[0] < num:
+        raise common.RunError(f"{path} holds {shape[0]} images, fewer than --num {num}; pass --num {shape[0]} or "
+                              "write more samples.")
+    return shape, fortran_order
+
+
+def _size(n):
+    """n bytes, for a message."""
+    return f"{n / 2 ** 40:.1f} TiB" if n >= 2 ** 40 else f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n} bytes"
+
+
+def _memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not a POSIX system: no limit known
+        return None
 
 
 def main(argv=None):

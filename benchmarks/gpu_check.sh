@@ -10,13 +10,14 @@
 # its deadline): a fresh venv in OUT_DIR/venv (`python3 -m venv`, else `virtualenv` installed by pip) with
 # TensorFlow in requirements.txt's version range and requirements-dev.txt; nvidia-smi and TensorFlow's GPU list
 # (stops here if TensorFlow sees no GPU); the test suite on the CPU (CUDA_VISIBLE_DEVICES= : the tests that
-# compare two processes' pixels need the same device in both); a GPU smoke test (one train step of each variant in
-# fp32, bf16 and fp16, every loss and weight finite); the benchmark tables (benchmarks/bench_train.py; fp32, bf16,
-# fp16 without and with XLA, into OUT_DIR/bench_batchN.md) and the folder pipeline on a generated 20,000-image
-# RGB folder at 64x64 (--cpu: 5,000; OUT_DIR/bench_folder.md); a `python dcgan.py` run stopped by Ctrl-C (SIGINT,
-# which saves a checkpoint), then `python sample.py` on it. A failing step is reported and the next one runs; the
-# summary gives each step's result, its time against its share, and its log; the exit status is non-zero if any
-# step failed.
+# compare two processes' pixels need the same device in both); the real FID Inception graph, downloaded over https
+# into OUT_DIR/cache and loaded through inception.py's check (the tests use small graphs built offline); a GPU
+# smoke test (one train step of each variant in fp32, bf16 and fp16, every loss and weight finite); the benchmark
+# tables (benchmarks/bench_train.py; fp32, bf16, fp16 without and with XLA, into OUT_DIR/bench_batchN.md) and the
+# folder pipeline on a generated 20,000-image RGB folder at 64x64 (--cpu: 5,000; OUT_DIR/bench_folder.md); a
+# `python dcgan.py` run stopped by Ctrl-C (SIGINT, which saves a checkpoint), then `python sample.py` on it. A
+# failing step is reported and the next one runs; the summary gives each step's result, its time against its share,
+# and its log; the exit status is non-zero if any step failed.
 #
 # LD_LIBRARY_PATH is cleared, so TensorFlow loads the CUDA libraries of its own nvidia-* wheels, not a system
 # CUDA of another version. The benchmarks' $GAN_CACHE is OUT_DIR/cache: the generated folder and its decoded-image
@@ -83,9 +84,10 @@ else
 fi
 FOLDER_FLAGS=(--folder_images "$FOLDER_IMAGES" --image_size 64 --batch_size 64 --variants dcgan --precisions fp32
               --xla off --steps 3 --warmup 1 --pipeline_seconds 5)
-# Shares of the budget, in percent: the venv, the devices, the tests, the smoke test, the benchmarks (all rows of
-# all batch sizes, and the folder), the training run, sample.py.
-SHARE_INSTALL=30 SHARE_DEVICES=2 SHARE_TESTS=33 SHARE_SMOKE=7 SHARE_BENCH=18 SHARE_RUN=7 SHARE_SAMPLE=3
+# Shares of the budget, in percent: the venv, the devices, the tests, the Inception graph, the smoke test, the
+# benchmarks (all rows of all batch sizes, and the folder), the training run, sample.py.
+SHARE_INSTALL=30 SHARE_DEVICES=2 SHARE_TESTS=30 SHARE_INCEPTION=3 SHARE_SMOKE=7 SHARE_BENCH=18 SHARE_RUN=7
+SHARE_SAMPLE=3
 
 declare -a SUMMARY=()
 FAILED=0
@@ -179,6 +181,24 @@ if [[ $FAILED == 1 ]]; then summary; exit 1; fi
 # --- the test suite, on the CPU
 share $SHARE_TESTS
 step "test suite (CPU)" "$OUT/pytest.log" "$LIMIT" env CUDA_VISIBLE_DEVICES= "$PY" -m pytest -q
+
+# --- the real FID Inception graph through inception.py's check (downloaded once into OUT_DIR/cache): a check that
+# refused the real graph would show here, where the graph can be had
+share $SHARE_INCEPTION
+step "FID Inception graph: download over https, check, load" "$OUT/inception.log" "$LIMIT" \
+    env GAN_CACHE="$OUT/cache" "$PY" -c "
+import numpy as np
+import common, inception, metrics
+def main():
+    features, graph_id = inception.inception_network(metrics.default_cache_dir())
+    pool3, logits = features(np.zeros((2, 64, 64, 3), np.uint8))
+    if pool3.shape != (2, 2048) or logits.shape != (2, 1008):
+        raise common.RunError(f'the graph gives pool_3 {pool3.shape} and logits {logits.shape}, not (2, 2048) and '
+                              '(2, 1008).')
+    print('the FID Inception graph passed the check: graph id', graph_id, 'pool_3', pool3.shape, 'logits',
+          logits.shape)
+common.cli(main)
+"
 
 # --- one train step of each variant at each precision on the GPU (--cpu: on the CPU, small)
 share $SHARE_SMOKE

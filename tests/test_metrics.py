@@ -3,15 +3,16 @@ offline classifier on generated labelled data, and the command line. Nothing her
 import argparse
 import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
-import tarfile
 import threading
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -21,9 +22,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import common  # noqa: E402
 import data  # noqa: E402
+import inception  # noqa: E402
 import metrics  # noqa: E402
 import ops  # noqa: E402
 from conftest import cli_in_process  # noqa: E402
+from inception_graphs import FEATURE_DIM, make_archive, pin  # noqa: E402
+import inception_graphs  # noqa: E402
 
 OFFLINE_ENV = {**os.environ, "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
                "no_proxy": "", "NO_PROXY": ""}  # any download attempt fails at once
@@ -101,100 +105,14 @@ def test_inception_score_bounds():
     assert metrics.inception_score(np.zeros((1000, 10))) == pytest.approx(1.0)
 
 
-# -------------------------------------------------------------------------------------- Inception path
-FEATURE_DIM, CLASSES = 8, 5
-
-
+# ---------------------------------------------------------- Inception scores (the graph itself: test_inception.py)
 @pytest.fixture(scope="module")
 def toy_graph(tmp_path_factory):
-    """A GraphDef with the FID graph's interface and quirks: input 'ExpandDims:0' (float [0, 255], any size,
-    batch 1 in the file, after a JPEG decoder), BatchNormWithGlobalNormalization after the convolution (an op
-    removed in GraphDef version 9, so the file says version 3 like the original), output 'pool_3' [N, 1, 1, d],
-    and 'softmax/logits/MatMul' whose second input holds the softmax weights.
-    -> (path, params for toy_features, softmax weights)."""
-    rng = np.random.default_rng(6)
-    params = dict(kernel=rng.normal(size=(3, 3, 3, FEATURE_DIM)), mean=rng.normal(size=FEATURE_DIM),
-                  var=rng.uniform(0.5, 2, FEATURE_DIM), beta=rng.normal(size=FEATURE_DIM),
-                  gamma=rng.uniform(0.5, 2, FEATURE_DIM))
-    params = {k: v.astype(np.float32) for k, v in params.items()}
-    weights = rng.normal(size=(FEATURE_DIM, CLASSES)).astype(np.float32)
-    graph = tf.Graph()
-    with graph.as_default():
-        # As in the original: JPEG bytes -> DecodeJpeg -> Cast -> ExpandDims; metrics.py feeds ExpandDims:0.
-        jpeg = tf.io.decode_jpeg(tf.compat.v1.placeholder(tf.string, [], name="DecodeJpeg/contents"), 3)
-        x = tf.expand_dims(tf.cast(jpeg, tf.float32, name="Cast"), 0, name="ExpandDims")
-        x = tf.compat.v1.image.resize_bilinear(x, [16, 16]) / 128.0 - 1.0
-        x = tf.nn.conv2d(x, params["kernel"], 1, "SAME", name="conv")
-        bn_inputs = [tf.constant(params[k], name=f"conv/{k}") for k in ("mean", "var", "beta", "gamma")]
-        x = tf.nn.relu(tf.identity(x, name="conv/batchnorm"))  # becomes the old batch norm op below
-        pool = tf.reduce_mean(x, [1, 2], keepdims=True, name="pool_3")
-        flat = tf.reshape(pool, [1, FEATURE_DIM], name="pool_3/_reshape")
-        tf.matmul(flat, tf.constant(weights, name="softmax/weights"), name="softmax/logits/MatMul")
-    graph_def = graph.as_graph_def()
-    graph_def.versions.producer = 3
-    bn = next(node for node in graph_def.node if node.name == "conv/batchnorm")
-    bn.op = "BatchNormWithGlobalNormalization"
-    bn.input.extend(t.op.name for t in bn_inputs)
-    bn.attr["variance_epsilon"].f = 1e-3
-    bn.attr["scale_after_normalization"].b = True
-    path = tmp_path_factory.mktemp("inception") / "classify_image_graph_def.pb"
-    path.write_bytes(graph_def.SerializeToString())
-    return str(path), params, weights
-
-
-def toy_features(images, p):
-    x = tf.cast(tf.tile(images, [1, 1, 1, 3]) if images.shape[-1] == 1 else images, tf.float32)
-    x = tf.nn.conv2d(tf.compat.v1.image.resize_bilinear(x, [16, 16]) / 128.0 - 1.0, p["kernel"], 1, "SAME")
-    x = (x - p["mean"]) / np.sqrt(p["var"] + 1e-3) * p["gamma"] + p["beta"]
-    return tf.reduce_mean(tf.nn.relu(x), [1, 2]).numpy()
-
-
-def test_inception_features_and_logits_of_a_batch(toy_graph):
-    path, params, weights = toy_graph
-    features, _ = metrics.inception_network(inception=path)
-    images = np.random.default_rng(7).integers(0, 256, (6, 12, 12, 1), dtype=np.uint8)  # gray: tiled to RGB
-    pool3, logits = features(images)
-    np.testing.assert_allclose(pool3, toy_features(images, params), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(logits, pool3 @ weights, rtol=1e-4, atol=1e-5)
-
-
-def make_archive(tmp_path, pb_path):
-    archive = tmp_path / "inception-2015-12-05.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(pb_path, arcname="classify_image_graph_def.pb")
-    return archive
-
-
-def pin(monkeypatch, archive):
-    monkeypatch.setattr(metrics, "INCEPTION_BYTES", archive.stat().st_size)
-    monkeypatch.setattr(metrics, "INCEPTION_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
-
-
-def test_an_archive_is_checked_against_the_pinned_size_and_hash(toy_graph, tmp_path, monkeypatch):
-    archive = make_archive(tmp_path, toy_graph[0])
-    with pytest.raises(common.RunError, match="not the 88931400 bytes|bytes, not the"):
-        metrics.inception_network(inception=str(archive))  # the real archive's size: this one is refused
-    pin(monkeypatch, archive)
-    features, _ = metrics.inception_network(inception=str(archive))
-    assert features(np.zeros((2, 8, 8, 3), np.uint8))[0].shape == (2, FEATURE_DIM)
-    monkeypatch.setattr(metrics, "INCEPTION_SHA256", "0" * 64)
-    with pytest.raises(common.RunError, match="SHA-256"):
-        metrics.inception_network(inception=str(archive))
-
-
-def test_the_archive_is_downloaded_once_into_the_cache(toy_graph, tmp_path, monkeypatch):
-    archive = make_archive(tmp_path, toy_graph[0])
-    pin(monkeypatch, archive)
-    monkeypatch.setattr(metrics, "INCEPTION_URL", archive.as_uri())  # file:// - urllib's download path, offline
-    cache = tmp_path / "cache"
-    metrics.inception_network(cache_dir=str(cache))
-    assert (cache / archive.name).read_bytes() == archive.read_bytes()
-    archive.unlink()  # the second call must not download again
-    metrics.inception_network(cache_dir=str(cache))
+    return inception_graphs.toy_graph(tmp_path_factory.mktemp("inception"))
 
 
 def test_offline_without_a_copy_refuses_in_one_sentence(tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics, "INCEPTION_URL", (tmp_path / "missing" / "inception-2015-12-05.tgz").as_uri())
+    monkeypatch.setattr(inception, "INCEPTION_URL", (tmp_path / "missing" / "inception-2015-12-05.tgz").as_uri())
     with pytest.raises(common.RunError, match="--inception") as e:
         metrics.make_scorer("fid", "fashion_mnist", cache_dir=str(tmp_path / "cache"))
     assert str(e.value).count(". ") == 0 and "\n" not in str(e.value)
@@ -202,7 +120,7 @@ def test_offline_without_a_copy_refuses_in_one_sentence(tmp_path, monkeypatch):
 
 
 def test_inception_scorer_end_to_end(toy_graph, tiny_fashion, tmp_path):
-    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception=toy_graph[0])
+    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception_path=toy_graph[0])
     score = metrics.make_scorer(["fid", "kid", "is"], "fashion_mnist", **kw)
     assert list(score(np.zeros((4, 16, 16, 1), np.uint8))) == ["fid", "kid", "is"]
     real = data.load_images("fashion_mnist", tiny_fashion, 16, 1)
@@ -325,7 +243,7 @@ def leftovers(folder):
 
 
 def test_concurrent_runs_write_the_same_statistics(toy_graph, tiny_fashion, tmp_path, monkeypatch):
-    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception=toy_graph[0])
+    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception_path=toy_graph[0])
     entry = tmp_path / "stats" / f"inception-{metrics._key('fashion_mnist', tiny_fashion, 16, 1)}-train.npz"
     scorers = race(monkeypatch, entry, lambda: metrics.make_scorer(["fid", "kid"], "fashion_mnist", **kw))
     assert os.listdir(tmp_path / "stats") == [entry.name] and not leftovers(tmp_path)
@@ -339,9 +257,9 @@ def test_concurrent_runs_write_the_same_statistics(toy_graph, tiny_fashion, tmp_
 def test_concurrent_downloads_of_the_archive(toy_graph, tmp_path, monkeypatch):
     archive = make_archive(tmp_path, toy_graph[0])
     pin(monkeypatch, archive)
-    monkeypatch.setattr(metrics, "INCEPTION_URL", archive.as_uri())
+    monkeypatch.setattr(inception, "INCEPTION_URL", archive.as_uri())
     cache = tmp_path / "cache"
-    paths = race(monkeypatch, cache / archive.name, lambda: metrics._inception_archive(str(cache)), n=3)
+    paths = race(monkeypatch, cache / archive.name, lambda: inception._archive(str(cache)), n=3)
     assert paths == [str(cache / archive.name)] * 3
     assert os.listdir(cache) == [archive.name] and (cache / archive.name).read_bytes() == archive.read_bytes()
 
@@ -394,7 +312,7 @@ def test_failed_cache_writes_leave_nothing_behind(labelled, tiny_fashion, toy_gr
         raise OSError(28, "No space left on device")
 
     keras_model = metrics.keras.Model
-    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception=toy_graph[0])
+    kw = dict(data_dir=tiny_fashion, image_size=16, channels=1, cache_dir=str(tmp_path), inception_path=toy_graph[0])
     with monkeypatch.context() as mp:
         mp.setattr(np, "savez", half_then_fail)
         with pytest.raises(common.RunError, match="cannot write .*No space left on device") as e:
@@ -411,9 +329,9 @@ def test_failed_cache_writes_leave_nothing_behind(labelled, tiny_fashion, toy_gr
         metrics.classifier_network("mnist", labelled, cache_dir=str(tmp_path))
     assert not leftovers(tmp_path) and not [f for f in os.listdir(tmp_path / "classifier") if f.endswith(".h5")]
 
-    monkeypatch.setattr(metrics, "INCEPTION_URL", make_archive(tmp_path, toy_graph[0]).as_uri())  # size not pinned
+    monkeypatch.setattr(inception, "INCEPTION_URL", make_archive(tmp_path, toy_graph[0]).as_uri())  # size not pinned
     with pytest.raises(common.RunError, match="bytes, not the"):
-        metrics._inception_archive(str(tmp_path / "download"))
+        inception._archive(str(tmp_path / "download"))
     assert os.listdir(tmp_path / "download") == []
 
 
@@ -520,6 +438,88 @@ def test_cli_refuses_bad_inputs_in_one_sentence(tmp_path, capsys):
         assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
 
 
+def npz_with_header(path, shape, data=b"", compression=zipfile.ZIP_STORED):
+    """An .npz whose 'images' member has a uint8 .npy header claiming `shape` followed by only `data`."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("images.npy", header.getvalue() + data)
+    return str(path)
+
+
+class Unpickled:
+    """Creates `marker` when unpickled: an object array holding one must never be unpickled."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def refuses_before_computing(monkeypatch, capsys, path, *args):
+    """metrics.py PATH ARGS ends in one sentence naming PATH with exit status 2, before any network is built."""
+    monkeypatch.setattr(metrics, "make_scorer", lambda *a, **k: pytest.fail("the input should have been refused"))
+    code, out, err = run_main(capsys, path, "--dataset", "mnist", *args)
+    assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+    assert path in err and err.count(". ") == 0, err
+    return err
+
+
+def test_an_npz_whose_header_claims_909_tib_is_refused_from_the_header(tmp_path, monkeypatch, capsys):
+    huge = npz_with_header(tmp_path / "huge.npz", (10 ** 9, 1000, 1000, 1), bytes(64))  # 10^15 bytes = 909 TiB
+    assert "909.5 TiB" in refuses_before_computing(monkeypatch, capsys, huge)
+    for claim in ((4, 32, 32, 1), (2, 16, 16, 3)):  # a few images, cut short
+        assert "header" in refuses_before_computing(monkeypatch, capsys,
+                                                    npz_with_header(tmp_path / "short.npz", claim, bytes(100)))
+    # The zip entry lies too: a compressed member claiming the header's 4 MB in a few bytes.
+    lying = tmp_path / "lying.npz"
+    npz_with_header(lying, (4, 1000, 1000, 1), bytes(1000), compression=zipfile.ZIP_DEFLATED)
+    raw = bytearray(lying.read_bytes())
+    claimed = struct.pack("<I", 4 * 1000 * 1000 + zipfile.ZipFile(lying).infolist()[0].file_size - 1000)
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
+        at = raw.index(signature) + offset
+        raw[at:at + 4] = claimed
+    lying.write_bytes(raw)
+    assert "more than compression can give" in refuses_before_computing(monkeypatch, capsys, str(lying))
+
+
+@pytest.mark.parametrize("images, expected", [
+    (np.zeros((4, 16, 12, 1), np.uint8), "16x12"),  # not square
+    (np.zeros((1, 16, 16, 1), np.uint8), "1 image"),  # fewer than MIN_SAMPLES
+    (np.zeros((4, 16, 16, 2), np.uint8), "(4, 16, 16, 2)"),  # 2 channels
+    (np.zeros((4, 16, 16), np.uint8), "(4, 16, 16)"),  # no channel axis
+    (np.zeros((4, 16, 16, 1), np.float32), "float32"),
+])
+def test_an_npz_of_unusable_images_is_refused_before_anything_is_computed(images, expected, tmp_path, monkeypatch,
+                                                                            capsys):
+    np.savez(tmp_path / "bad.npz", images=images)
+    assert expected in refuses_before_computing(monkeypatch, capsys, str(tmp_path / "bad.npz"))
+
+
+def test_an_npz_with_fewer_images_than_num_is_refused(tmp_path, monkeypatch, capsys):
+    np.savez(tmp_path / "ten.npz", images=np.zeros((10, 16, 16, 1), np.uint8))
+    assert "--num 20" in refuses_before_computing(monkeypatch, capsys, str(tmp_path / "ten.npz"), "--num", "20")
+
+
+def test_an_npz_of_pickled_objects_is_refused_unpickled(tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "unpickled"
+    np.savez(tmp_path / "objects.npz", images=np.array([Unpickled(str(marker))] * 4, dtype=object))
+    assert "object" in refuses_before_computing(monkeypatch, capsys, str(tmp_path / "objects.npz"))
+    assert not marker.exists()
+
+
+def test_an_npz_is_read_as_np_load_reads_it_and_num_takes_the_first(tmp_path):
+    images = np.random.default_rng(11).integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "c.npz", images=images)
+    np.savez_compressed(tmp_path / "z.npz", images=images)
+    np.savez(tmp_path / "f.npz", images=np.asfortranarray(images))
+    for name in ("c", "z", "f"):
+        read = metrics.read_npz(str(tmp_path / f"{name}.npz"))
+        assert read.dtype == np.uint8 and read.flags.writeable
+        np.testing.assert_array_equal(read, images)
+        np.testing.assert_array_equal(metrics.read_npz(str(tmp_path / f"{name}.npz"), 3), images[:3])
+
+
 def test_cli_scores_a_run_directory(labelled, trained_cache, tmp_path, capsys):
     import ops  # the run directory is made here: one checkpoint of a small generator, as the scripts save it
     run_dir = tmp_path / "dcgan-mnist-test"
@@ -548,7 +548,7 @@ def test_pad_statistics_are_of_padded_images_and_cached_apart(labelled, trained_
     monkeypatch.setattr(metrics, "train_classifier", lambda *a, **k: pytest.fail("the resize classifier serves pad"))
     key = f"classifier-mnist-{hashlib.sha1(os.path.abspath(labelled).encode()).hexdigest()[:8]}-32px-1ch"
     resized = metrics.make_scorer("classifier_fd", "mnist", labelled, cache_dir=cache)
-    assert stats_files(cache) == [f"{key}-train.npz"]  # the name from before --fit: existing caches stay valid
+    assert stats_files(cache) == [f"{key}-train.npz"]  # resize's statistics carry no suffix
     padded = metrics.make_scorer("classifier_fd", "mnist", labelled, cache_dir=cache, fit="pad")
     assert stats_files(cache) == [f"{key}-pad-train.npz", f"{key}-train.npz"]
     real = {fit: data.load_images("mnist", labelled, 32, fit=fit) for fit in data.FITS}
@@ -568,7 +568,7 @@ def test_evaluator_and_cli_use_the_runs_fit(labelled, trained_cache, tmp_path, m
                   seed=0)
     tf.train.CheckpointManager(tf.train.Checkpoint(generator=ops.make_generator(32, 1, 16, 8)), str(run_dir / "ckpt"),
                                1, checkpoint_name="ckpt").save(checkpoint_number=1)
-    for fit in (None, "pad"):  # None: args and a config.json from before --fit, i.e. resize
+    for fit in (None, "pad"):  # None: args and a config.json without fit, i.e. resize
         (run_dir / "config.json").write_text(json.dumps(config if fit is None else {**config, "fit": fit}))
         # The CLI scoring the run, then the Evaluator, each from a cache holding the resize statistics only.
         code, _, err = run_main(capsys, str(run_dir), "--num", "16")
