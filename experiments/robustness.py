@@ -34,6 +34,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402
 import dcgan  # noqa: E402
+import files  # noqa: E402
 import metrics  # noqa: E402
 import wgan  # noqa: E402
 import wgan_gp  # noqa: E402
@@ -111,7 +112,7 @@ def score_cell(args, run_dir, scorer):
               "steps": int(path.rsplit("-", 1)[1]),
               "train_minutes": round(seconds / 60, 2), "samples": len(images),
               **{k: round(v, 4) for k, v in values.items()}, "notes": scorer.notes}
-    common._write_json(os.path.join(run_dir, "result.json"), result)
+    files.write_text(os.path.join(run_dir, "result.json"), json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 
 
@@ -140,7 +141,7 @@ def write_outputs(out_dir):
         raise common.RunError(f"{out_dir} holds no finished cell.")
     columns = ["budget", "row", "column", "steps", "train_minutes", "samples", "classifier_fd", "classifier_precision",
                "classifier_recall", "classes", "classes_kl"]
-    with open(os.path.join(out_dir, "robustness.csv"), "w", newline="") as f:
+    with files.atomic_write(os.path.join(out_dir, "robustness.csv"), "w") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results.values())
@@ -153,8 +154,7 @@ def write_outputs(out_dir):
                      f"{r['classes']} |")
     first = next(iter(results.values()))
     lines.append(f"\n{first['samples']} samples per cell; {first['notes']['classifier_precision']}.")
-    with open(os.path.join(out_dir, "robustness.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    files.write_text(os.path.join(out_dir, "robustness.md"), "\n".join(lines) + "\n")
     rows = [r for r in ROWS if any((r, c) in results for c in COLUMNS)]
     columns = [c for c in COLUMNS if any((r, c) in results for r in ROWS)]
     import matplotlib
@@ -179,7 +179,8 @@ def write_outputs(out_dir):
             if j == 0:
                 ax.set_ylabel(ROW_TITLES[row], fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "robustness.png"))
+    with files.atomic_path(os.path.join(out_dir, "robustness.png")) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     return results
 
