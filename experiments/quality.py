@@ -3,7 +3,7 @@
     python experiments/quality.py                          # dcgan, wgan, wgan_gp: 10 training minutes each
     python experiments/quality.py --runs dcgan "dcgan --batch_size 64" --label dcgan-b128 dcgan-b64
     python experiments/quality.py --variants dcgan --extra "--batch_size 64" --label dcgan-b64 \
-        --out_dir runs/quality-20261127-120000            # add a run to the plot of an earlier command
+        --out_dir runs/quality-20261127-120000            # add a run to the plot of another command
     python experiments/quality.py --variants wgan_gp --steps 2000 --points 20   # a step budget instead of time
     python experiments/quality.py --out_dir runs/quality-20261127-120000 --plot_only   # redraw CSV, plot, grids
 
@@ -106,7 +106,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.plot_only:
         if args.out_dir is None:
-            parser.error("--plot_only needs the --out_dir of earlier runs")
+            parser.error("--plot_only needs the --out_dir that holds the runs to draw")
         if args.runs or args.label or args.extra or args.minutes is not None or args.steps is not None:
             parser.error("--plot_only trains nothing, so it takes no runs, labels, extra flags or budget")
         args.run_specs = []
