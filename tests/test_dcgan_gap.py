@@ -48,7 +48,7 @@ def test_ours_networks_are_ops_networks_and_plain_differs_only_in_the_first_bn()
     assert shapes(feature_g) == shapes(script_g)
     plain_g, plain_d = ab.plain_generator(ab.PLAIN), ab.plain_critic(ab.PLAIN)
     assert shapes(plain_d) == shapes(ours_d)
-    # plain's first BN normalises the 4*4*256 dense outputs one by one (Dense -> BN -> ReLU -> convT, as a new user writes it)
+    # plain's first BN normalises the 4*4*256 dense outputs one by one (Dense -> BN -> ReLU -> convT, as users write it)
     assert bn_layers(plain_g)[0].gamma.shape == (4096,) and bn_layers(ours_g)[0].gamma.shape == (256,)
     for model, cfg in ((plain_g, ab.PLAIN), (plain_d, ab.PLAIN), (ours_g, ab.OURS), (ours_d, ab.OURS)):
         for layer in bn_layers(model):
