@@ -17,7 +17,8 @@ from every finished cell. Every finished run is scored on --eval_samples samples
 the offline classifier's feature space (metrics.py): classifier_fd, precision, recall (k 5) and the classes the
 samples cover, against 10,000 training images. Written into OUT_DIR:
     robustness.png   the cells' final fixed-noise sample grids, rows = architectures, columns = variants
-    robustness.csv   row, column, steps, train_minutes and the scores, one line per cell
+    robustness.csv   budget, row, column, steps, train_minutes and the scores, one line per cell (the runs of
+                     several budgets append into one long CSV, docs/robustness.csv)
     robustness.md    the same as a markdown table
 """
 import argparse
@@ -33,6 +34,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402
 import dcgan  # noqa: E402
+import files  # noqa: E402
 import metrics  # noqa: E402
 import wgan  # noqa: E402
 import wgan_gp  # noqa: E402
@@ -106,11 +108,18 @@ def score_cell(args, run_dir, scorer):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     seconds = max((r.get("train_seconds", 0.0) for r in rows), default=0.0)
-    result = {"row": config["arch"], "column": config["variant"], "steps": int(path.rsplit("-", 1)[1]),
+    result = {"budget": budget(config), "row": config["arch"], "column": config["variant"],
+              "steps": int(path.rsplit("-", 1)[1]),
               "train_minutes": round(seconds / 60, 2), "samples": len(images),
               **{k: round(v, 4) for k, v in values.items()}, "notes": scorer.notes}
-    common._write_json(os.path.join(run_dir, "result.json"), result)
+    files.write_text(os.path.join(run_dir, "result.json"), json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def budget(config):
+    """A cell's budget as the CSV names it: "5 min" (--minutes) or "2000 steps"; it tells the runs of one long CSV
+    apart."""
+    return f"{config['minutes']:g} min" if config.get("minutes") else f"{config['steps']} steps"
 
 
 def final_grid(run_dir):
@@ -130,9 +139,9 @@ def write_outputs(out_dir):
                     results[row, column] = json.load(f)
     if not results:
         raise common.RunError(f"{out_dir} holds no finished cell.")
-    columns = ["row", "column", "steps", "train_minutes", "samples", "classifier_fd", "classifier_precision",
+    columns = ["budget", "row", "column", "steps", "train_minutes", "samples", "classifier_fd", "classifier_precision",
                "classifier_recall", "classes", "classes_kl"]
-    with open(os.path.join(out_dir, "robustness.csv"), "w", newline="") as f:
+    with files.atomic_write(os.path.join(out_dir, "robustness.csv"), "w") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results.values())
@@ -145,8 +154,7 @@ def write_outputs(out_dir):
                      f"{r['classes']} |")
     first = next(iter(results.values()))
     lines.append(f"\n{first['samples']} samples per cell; {first['notes']['classifier_precision']}.")
-    with open(os.path.join(out_dir, "robustness.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    files.write_text(os.path.join(out_dir, "robustness.md"), "\n".join(lines) + "\n")
     rows = [r for r in ROWS if any((r, c) in results for c in COLUMNS)]
     columns = [c for c in COLUMNS if any((r, c) in results for r in ROWS)]
     import matplotlib
@@ -171,7 +179,8 @@ def write_outputs(out_dir):
             if j == 0:
                 ax.set_ylabel(ROW_TITLES[row], fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "robustness.png"))
+    with files.atomic_path(os.path.join(out_dir, "robustness.png")) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     return results
 

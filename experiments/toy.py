@@ -4,7 +4,7 @@
     python experiments/toy.py gradients    # WGAN-GP Fig. 1b: gradient norms through a 12-layer critic, weights
     python experiments/toy.py train        # gan_toy.py: the three variants on 8gaussians, 25gaussians, swissroll
     python experiments/toy.py onedim       # WGAN Fig. 2: GAN discriminator against WGAN critic on two 1-D Gaussians
-    python experiments/toy.py quality      # WGAN Figs. 3-4: logged loss against classifier_fd (docs/quality*.csv)
+    python experiments/toy.py quality      # WGAN Figs. 3-4: logged loss against classifier_fd (docs/quality.csv)
     python experiments/toy.py all --out_dir docs/papers   # all five (under 10 minutes on 2 CPU cores)
     python experiments/toy.py all --quick  # each in seconds (the tests)
 
@@ -17,11 +17,12 @@ figures.
 """
 import argparse
 import csv
+import io
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter, as in benchmarks/quality.py
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter, as in experiments/quality.py
 import keras  # noqa: E402
 import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
@@ -34,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import dcgan  # noqa: E402
+import files  # noqa: E402
 import wgan  # noqa: E402
 import wgan_gp  # noqa: E402
 
@@ -221,16 +223,15 @@ def contour(ax, gan, real, samples=None, extent=RANGE):
 
 
 def save(fig, out_dir, name):
-    path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=72)
+    """The figure as a PNG with a 256-colour palette (a third of the bytes, no visible change for these plots),
+    written whole or not at all."""
+    path, buffer = os.path.join(out_dir, name), io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=72)
     plt.close(fig)
-    palette_png(path)
+    buffer.seek(0)
+    with Image.open(buffer) as image, files.atomic_path(path) as tmp:
+        image.convert("RGB").quantize(256).save(tmp, format="PNG", optimize=True)
     print(f"wrote {path}")
-
-
-def palette_png(path):
-    """Rewrite a PNG with a 256-colour palette: a third of the bytes, no visible change for these plots."""
-    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -378,11 +379,11 @@ def onedim(args, scale):
 
 
 def quality(args, scale=1.0):
-    """WGAN Figs. 3-4: does the logged loss track sample quality? benchmarks/quality.py's CSVs, one panel each."""
+    """WGAN Figs. 3-4: does the logged loss track sample quality? experiments/quality.py's CSV, one panel each."""
     rows = []
     for path in args.csv:
         if not os.path.isfile(path):
-            raise SystemExit(f"error: {path} is not a file; give a quality.csv written by benchmarks/quality.py.")
+            raise SystemExit(f"error: {path} is not a file; give a quality.csv written by experiments/quality.py.")
         with open(path, newline="") as f:
             rows += list(csv.DictReader(f))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
@@ -421,8 +422,8 @@ def main(argv=None):
     parser.add_argument("--train_steps", type=int, default=TRAIN_STEPS,
                         help="train: generator steps per run (gan_toy.py: 100,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data")
-    parser.add_argument("--csv", nargs="+", help="quality: benchmarks/quality.py CSVs",
-                        default=[os.path.join(ROOT, "docs", name) for name in ("quality.csv", "quality_seeds.csv")])
+    parser.add_argument("--csv", nargs="+", help="quality: experiments/quality.py CSVs (every run of docs/quality.md)",
+                        default=[os.path.join(ROOT, "docs", "quality.csv")])
     args = parser.parse_args(argv)
     args.deep_width, args.quick_flags, scale = DEEP_WIDTH, [], 1.0
     if args.quick:  # eager, small networks, one critic update per step, a few steps: seconds, not minutes

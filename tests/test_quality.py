@@ -1,4 +1,4 @@
-"""Tests for benchmarks/quality.py: the run specs and their refusals, the evaluation cadence, and the CSV, plot and
+"""Tests for experiments/quality.py: the run specs and their refusals, the evaluation cadence, and the CSV, plot and
 grid written from synthetic run directories (fake metrics.jsonl and sample grids; nothing trains here except in
 the slow end-to-end test)."""
 import csv
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import quality  # noqa: E402
 
 
@@ -68,13 +68,13 @@ def test_default_runs_are_the_three_variants_for_ten_minutes():
 
 
 def test_runs_extra_flags_and_labels():
-    args = quality.parse_args(["--runs", "dcgan", "dcgan --batch_size 64", "--extra", "--data_dir '/tmp/x y'"])
-    assert [s["label"] for s in args.run_specs] == ["dcgan --data_dir '/tmp/x y'",
-                                                    "dcgan --batch_size 64 --data_dir '/tmp/x y'"]
-    assert args.run_specs[0]["flags"] == ["--data_dir", "/tmp/x y"]
-    assert args.run_specs[1]["flags"] == ["--batch_size", "64", "--data_dir", "/tmp/x y"]
-    assert [s["name"] for s in args.run_specs] == ["dcgan_data_dir_tmp_x_y", "dcgan_batch_size_64_data_dir_tmp_x_y"]
-    # The brief's spelling: --variants, --extra and --label, for a run that joins an earlier plot.
+    args = quality.parse_args(["--runs", "dcgan", "dcgan --batch_size 64", "--extra", "--data_dir '/data/x y'"])
+    assert [s["label"] for s in args.run_specs] == ["dcgan --data_dir '/data/x y'",
+                                                    "dcgan --batch_size 64 --data_dir '/data/x y'"]
+    assert args.run_specs[0]["flags"] == ["--data_dir", "/data/x y"]
+    assert args.run_specs[1]["flags"] == ["--batch_size", "64", "--data_dir", "/data/x y"]
+    assert [s["name"] for s in args.run_specs] == ["dcgan_data_dir_data_x_y", "dcgan_batch_size_64_data_dir_data_x_y"]
+    # The docstring's spelling: --variants, --extra and --label, for a run that joins an earlier plot.
     args = quality.parse_args(["--variants", "dcgan", "--extra", "--batch_size 64", "--label", "dcgan-b64",
                                "--steps", "500"])
     spec, = args.run_specs

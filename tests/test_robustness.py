@@ -31,7 +31,7 @@ def test_one_row_then_another_join_one_figure(tiny_fashion, tmp_path, monkeypatc
     rows = read_csv(out)
     assert [(r["row"], r["column"]) for r in rows] == [("nobn_g", "dcgan"), ("mlp_g", "dcgan")]
     for r in rows:
-        assert int(r["steps"]) == 2 and int(r["samples"]) == 64
+        assert int(r["steps"]) == 2 and int(r["samples"]) == 64 and r["budget"] == "2 steps"
         assert float(r["classifier_fd"]) >= 0 and 0 <= float(r["classifier_precision"]) <= 1
         assert 0 <= float(r["classifier_recall"]) <= 1 and 0 <= int(r["classes"]) <= 10
         config = json.loads((out / f"{r['row']}-dcgan" / "config.json").read_text())
@@ -48,3 +48,15 @@ def test_the_whole_quick_figure(tiny_fashion, tmp_path, monkeypatch):
     run_quick(tiny_fashion, tmp_path / "fig")
     rows = read_csv(tmp_path / "fig")
     assert {(r["row"], r["column"]) for r in rows} == {(a, v) for a in robustness.ROWS for v in robustness.COLUMNS}
+
+
+def test_docs_csv_holds_both_budgets_one_row_per_cell():
+    """docs/robustness.csv is one long CSV: the 5-minute figure and the 2-minute smoke run, told apart by budget."""
+    with open(os.path.join(ROOT, "docs", "robustness.csv")) as f:
+        rows = list(csv.DictReader(f))
+    cells = {(a, v) for a in robustness.ROWS for v in robustness.COLUMNS}
+    for budget, samples in (("5 min", "5000"), ("2 min", "2000")):
+        mine = [r for r in rows if r["budget"] == budget]
+        assert sorted((r["row"], r["column"]) for r in mine) == sorted(cells)
+        assert {r["samples"] for r in mine} == {samples}
+    assert len(rows) == 30

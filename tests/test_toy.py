@@ -137,3 +137,15 @@ def test_every_figure_in_quick_mode(tmp_path, capsys, command):
 def test_quality_names_a_missing_csv(tmp_path):
     with pytest.raises(SystemExit, match="is not a file"):
         toy.main(["quality", "--csv", str(tmp_path / "none.csv"), "--out_dir", str(tmp_path)])
+
+
+def test_quality_reads_every_run_of_docs_quality_csv(tmp_path, capsys):
+    """The default CSV holds all runs of docs/quality.md (both DCGAN batches, three seeds of WGAN and WGAN-GP), so
+    the figure's correlations are those docs/papers.md quotes."""
+    toy.main(["quality", "--out_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "quality: 81 rows from " in out
+    for line in ("dcgan    critic_loss  vs classifier_fd: Spearman rho -0.117 over 21 points",
+                 "wgan     wasserstein  vs classifier_fd: Spearman rho +0.771 over 30 points",
+                 "wgan_gp  wasserstein  vs classifier_fd: Spearman rho +0.941 over 30 points"):
+        assert line in out

@@ -1,11 +1,11 @@
 """Sample quality against training time: each variant trained for the same budget, scored as it trains, one plot.
 
-    python benchmarks/quality.py                          # dcgan, wgan, wgan_gp: 10 training minutes each
-    python benchmarks/quality.py --runs dcgan "dcgan --batch_size 64" --label dcgan-b128 dcgan-b64
-    python benchmarks/quality.py --variants dcgan --extra "--batch_size 64" --label dcgan-b64 \
-        --out_dir runs/quality-20261127-120000            # add a run to the plot of an earlier command
-    python benchmarks/quality.py --variants wgan_gp --steps 2000 --points 20   # a step budget instead of time
-    python benchmarks/quality.py --out_dir runs/quality-20261127-120000 --plot_only   # redraw CSV, plot, grids
+    python experiments/quality.py                          # dcgan, wgan, wgan_gp: 10 training minutes each
+    python experiments/quality.py --runs dcgan "dcgan --batch_size 64" --label dcgan-b128 dcgan-b64
+    python experiments/quality.py --variants dcgan --extra "--batch_size 64" --label dcgan-b64 \
+        --out_dir runs/quality-20261127-120000            # add a run to the plot of another command
+    python experiments/quality.py --variants wgan_gp --steps 2000 --points 20   # a step budget instead of time
+    python experiments/quality.py --out_dir runs/quality-20261127-120000 --plot_only   # redraw CSV, plot, grids
 
 Each run is one training script (`dcgan.py`, `wgan.py`, `wgan_gp.py`) with its defaults plus the run's flags, as a
 subprocess, one after another (never two at once), with `--minutes M` of training time (evaluation, sample grids
@@ -54,8 +54,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # for the WGAN warm-up schedule (wgan.critic_iters)
+sys.path.insert(0, ROOT)  # the WGAN warm-up schedule (wgan.critic_iters), the atomic writer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # here and in the scripts: no TensorFlow start-up chatter
+
+import files  # noqa: E402
 
 VARIANTS = ("dcgan", "wgan", "wgan_gp")
 METRICS = ("classifier_fd", "classifier_kid", "fid", "kid")  # lower is better; what --eval_every accepts
@@ -104,7 +106,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.plot_only:
         if args.out_dir is None:
-            parser.error("--plot_only needs the --out_dir of earlier runs")
+            parser.error("--plot_only needs the --out_dir that holds the runs to draw")
         if args.runs or args.label or args.extra or args.minutes is not None or args.steps is not None:
             parser.error("--plot_only trains nothing, so it takes no runs, labels, extra flags or budget")
         args.run_specs = []
@@ -287,7 +289,7 @@ def write_csv(path, curves, metric):
     extra = {k for _, _, rows in curves for row in rows for k in row} - {"step", "train_minutes", metric}
     columns = ["run", "variant", "step", "train_minutes", metric]
     columns += [k for k in LOGGED_ORDER if k in extra] + sorted(extra - set(LOGGED_ORDER))
-    with atomic(path) as tmp, open(tmp, "w", newline="") as f:
+    with files.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, columns, restval="")
         writer.writeheader()
         for label, variant, rows in curves:
@@ -324,7 +326,7 @@ def write_plot(path, curves, metric, eval_samples, devices):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return True
@@ -350,7 +352,7 @@ def write_grids(path, panels, scale, pad=16):
             draw.text((left, pad + i * line), text, fill="black", font=font)
         canvas.paste(Image.fromarray(array), (left, pad + caption_height))
         left += width + pad
-    with atomic(path) as tmp:
+    with files.atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
 
 
@@ -359,24 +361,6 @@ def _font(size):
         return ImageFont.load_default(size=size)  # scalable with FreeType (Pillow >= 10.1)
     except (TypeError, OSError):
         return ImageFont.load_default()
-
-
-class atomic:
-    """with atomic(path) as tmp: write tmp; it becomes path only when complete."""
-
-    def __init__(self, path):
-        self.path, self.tmp = path, f"{path}.{os.getpid()}.tmp"
-
-    def __enter__(self):
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        return self.tmp
-
-    def __exit__(self, kind, error, tb):
-        if error is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
-        return False
 
 
 def write_outputs(out_dir, manifest, scale):
@@ -398,7 +382,7 @@ def write_outputs(out_dir, manifest, scale):
         written.append(os.path.join(out_dir, "quality.png"))
     else:
         print(f"quality.png not drawn: matplotlib is missing; pip install -r requirements-dev.txt, then "
-              f"python benchmarks/quality.py --out_dir {out_dir} --plot_only")
+              f"python experiments/quality.py --out_dir {out_dir} --plot_only")
     if panels:
         written.append(os.path.join(out_dir, "samples.png"))
         write_grids(written[-1], panels, scale)
@@ -429,7 +413,7 @@ def read_manifest(out_dir, metric=None, eval_samples=None):
 
 
 def write_manifest(out_dir, manifest):
-    with atomic(os.path.join(out_dir, "quality.json")) as tmp, open(tmp, "w") as f:
+    with files.atomic_path(os.path.join(out_dir, "quality.json")) as tmp, open(tmp, "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
 
