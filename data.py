@@ -60,13 +60,6 @@ class DataError(Exception):
     """Bad or missing data; str(e) is one sentence a user can act on (what is wrong, what to do)."""
 
 
-def __getattr__(name):
-    """Settings of the folder source that other modules read as data.X; to change one, set folders.X."""
-    if name in ("IMAGE_EXTENSIONS", "CACHE_DIR_NAME", "CACHE_VERSION", "MEMORY_BUDGET_GB", "FULL_DECODE_MAX_FILES"):
-        return getattr(folders, name)
-    raise AttributeError(f"module 'data' has no attribute {name!r}")
-
-
 # ---------------------------------------------------------------------------------------------- public API
 
 def load_images(name, data_dir=None, image_size=32, channels=1, split="train", limit=None, fit="resize"):

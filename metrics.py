@@ -48,6 +48,7 @@ import tensorflow as tf
 
 import common
 import data
+import folders
 import files
 import inception
 
@@ -495,10 +496,7 @@ def read_samples(path, num, seed, step, best):
         return read_npz(path, num), None
     if os.path.isdir(path):
         from PIL import Image
-        first = min((os.path.join(root, f) for root, _, files in os.walk(path, followlinks=True) for f in files
-                     if f.lower().endswith(data.IMAGE_EXTENSIONS)), default=None)
-        if first is None:
-            raise common.RunError(f"{path} holds no .jpg/.jpeg/.png images.")
+        first = folders.list_images(path)[0]  # walks each folder once; DataError if it holds no images
         with Image.open(first) as image:
             size, channels = min(image.size), 1 if image.mode in ("L", "I", "I;16", "1") else 3
         return data.load_images("folder", path, size, channels, limit=num), None

@@ -14,7 +14,9 @@ import common  # noqa: E402
 import data  # noqa: E402
 import dcgan  # noqa: E402
 import dcgan_gap as ab  # noqa: E402
+import devices  # noqa: E402
 import ops  # noqa: E402
+import training  # noqa: E402
 
 
 def shapes(model):
@@ -82,19 +84,19 @@ def test_ours_is_dcgan_py_step_for_step(first_bn, name):
     flags = ["--batch_size", str(ab.BATCH), "--seed", "3"] + ([] if first_bn == "feature" else ["--first_bn", first_bn])
     args = dcgan.parse_args(flags)
     assert args.first_bn == first_bn and ab.script_as_config(dict(ab.DCGAN_PY, config="dcgan.py")) == "ours+g_bn0"
-    strategy = common.make_strategy(args)
+    strategy = devices.make_strategy(args)
     keras.utils.set_random_seed(3)
     with strategy.scope():
         g = ops.make_generator(32, 1, ab.Z_DIM, 64, first_bn=args.first_bn)
         d = ops.make_critic(32, 1, 64, norm="batch")
         g_opt, d_opt = dcgan.make_optimizers(args, g, d)
         rng = tf.random.Generator.from_seed(3)
-        progress = common.Progress(generator=g_opt, critic=d_opt)
+        progress = training.Progress(generator=g_opt, critic=d_opt)
     start = (g.get_weights(), d.get_weights())
     batches = np.random.default_rng(0).uniform(-1, 1, (3, ab.BATCH, 32, 32, 1)).astype(np.float32)
     script_step = dcgan.make_train_step(args, strategy, g, d, g_opt, d_opt, rng, progress)
     iterator = iter(tf.data.Dataset.from_tensor_slices(batches))
-    script_losses = [float(script_step(iterator)["critic_loss"]) for _ in batches]
+    script_losses = [float(script_step(iterator, tf.constant(1))["critic_loss"]) for _ in batches]
 
     def harness(name):
         cfg = ab.config(name)
@@ -145,17 +147,17 @@ def test_ours_wgan_gp_is_wgan_gp_py_step_for_step(monkeypatch):
 
     def adams():
         return ab.make_optimizers(cfg, True, epsilon=1e-2)
-    strategy = common.make_strategy(args)
+    strategy = devices.make_strategy(args)
     keras.utils.set_random_seed(3)
     with strategy.scope():
         g, d = ops.make_generator(32, 1, ab.Z_DIM, 64), ops.make_critic(32, 1, 64, norm=args.norm)
         g_opt, d_opt = adams()
-        progress = common.Progress(generator=g_opt, critic=d_opt)
+        progress = training.Progress(generator=g_opt, critic=d_opt)
         script_step = wgan_gp.make_train_step(args, strategy, g, d, g_opt, d_opt, tf.random.Generator.from_seed(3),
                                               progress)
     start = g.get_weights() + d.get_weights()
     batches = np.random.default_rng(0).uniform(-1, 1, (ab.N_CRITIC, ab.BATCH, 32, 32, 1)).astype(np.float32)
-    script_step(iter(tf.data.Dataset.from_tensor_slices(batches)), tf.constant(args.n_critic))
+    script_step(iter(tf.data.Dataset.from_tensor_slices(batches)), tf.constant(1))
     script = g.get_weights() + d.get_weights()
 
     def harness():
