@@ -60,11 +60,10 @@ def clip_weights(variables, c):
 
 
 def critic_iters(step, n_critic, warmup):
-    """Critic updates before generator step `step` (0-based, a number or a tensor): the authors' warm-up, else
-    n_critic."""
-    if not warmup:
-        return n_critic
-    return tf.where(tf.logical_or(step < WARMUP_STEPS, step % WARMUP_EVERY == 0), WARMUP_ITERS, n_critic)
+    """Critic updates before generator step `step` (0-based): the authors' warm-up, else n_critic. A number for a
+    number; for the step counter inside the compiled step, a tensor."""
+    warm = warmup & ((step < WARMUP_STEPS) | (step % WARMUP_EVERY == 0))
+    return tf.where(warm, WARMUP_ITERS, n_critic) if tf.is_tensor(warm) else WARMUP_ITERS if warm else n_critic
 
 
 def clipped_share(variables, c):

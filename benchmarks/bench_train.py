@@ -302,8 +302,8 @@ def critic_schedule(variant, args):
     if variant == "dcgan":
         return [("1", 1)]
     if variant == "wgan":
-        regular = int(wgan.critic_iters(wgan.WARMUP_STEPS + 1, args.n_critic, args.critic_warmup))
-        warm = int(wgan.critic_iters(0, args.n_critic, args.critic_warmup))
+        regular = wgan.critic_iters(wgan.WARMUP_STEPS + 1, args.n_critic, args.critic_warmup)
+        warm = wgan.critic_iters(0, args.n_critic, args.critic_warmup)
         return [(str(regular), regular)] + ([(f"{warm} (warm-up)", warm)] if warm != regular else [])
     return [(str(args.n_critic), args.n_critic)]
 

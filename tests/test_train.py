@@ -115,7 +115,7 @@ def test_clip_weights_covers_every_critic_variable_and_no_generator_variable():
 
 
 def test_critic_warmup_schedule():
-    iters = [int(wgan.critic_iters(s, 5, True)) for s in range(1001)]
+    iters = [wgan.critic_iters(s, 5, True) for s in range(1001)]
     assert iters[:25] == [100] * 25 and iters[25:500] == [5] * 475 and iters[500] == 100 and iters[1000] == 100
     assert iters[501] == 5 and sum(i == 100 for i in iters) == 27
     assert all(wgan.critic_iters(s, 5, False) == 5 for s in range(1001))
