@@ -37,7 +37,8 @@ import sys
 import time
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "experiments")]  # the plain reference steps: experiments/dcgan_gap.py
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -294,7 +295,7 @@ def build(variant, flags):
         progress = training.Progress(generator=g_opt, critic=c_opt)
     iterator = iter(devices.distribute_dataset(strategy, args, start_batch=0))
     train_step = module.make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progress)
-    return args, generator, critic, iterator, train_step
+    return args, generator, critic, iterator, train_step, progress
 
 
 def critic_schedule(variant, args):
@@ -308,24 +309,39 @@ def critic_schedule(variant, args):
     return [(str(args.n_critic), args.n_critic)]
 
 
-def time_steps(train_step, iterator, n_critic, steps, warmup, budget):
-    """(generator steps timed, seconds): up to `warmup` untimed steps, then up to `steps` timed ones, blocking on
-    the result at the end only. Each phase stops early, after at least one step, once it has taken `budget`
-    seconds (a precision with no fast kernels on this machine can take a minute per step)."""
-    n = tf.constant(n_critic, tf.int32)
+def time_steps(step, steps, warmup, budget):
+    """(calls timed, seconds) of step(), which returns the logged values: up to `warmup` untimed calls, then up to
+    `steps` timed ones, blocking on the result at the end only. Each phase stops early, after at least one call,
+    once it has taken `budget` seconds (a precision with no fast kernels on this machine can take a minute a step)."""
     start = time.perf_counter()
     for _ in range(warmup):
-        metrics = train_step(iterator, n)
+        metrics = step()
         if time.perf_counter() - start > budget:
             break
     if warmup:
-        float(next(iter(metrics.values())))  # tracing and warm-up finished before the clock starts
+        float(tf.nest.flatten(metrics)[0])  # tracing and warm-up finished before the clock starts
     done, start = 0, time.perf_counter()
     while done < steps and (done == 0 or time.perf_counter() - start < budget):
-        metrics = train_step(iterator, n)
+        metrics = step()
         done += 1
-    float(next(iter(metrics.values())))
+    float(tf.nest.flatten(metrics)[0])
     return done, time.perf_counter() - start
+
+
+def one_step(variant, train_step, iterator, progress, n_critic):
+    """A call of one generator step at `n_critic` critic updates: WGAN's warm-up is a function of the step counter,
+    so its warm-up rate is timed at step 0 and its regular rate at step 26 onwards."""
+    one = tf.constant(1)
+    if variant == "wgan":
+        warm = n_critic == wgan.WARMUP_ITERS
+        progress.step.assign(0 if warm else wgan.WARMUP_STEPS + 1)
+
+        def step():
+            if warm:
+                progress.step.assign(0)
+            return train_step(iterator, one)
+        return step
+    return lambda: train_step(iterator, one)
 
 
 def pipeline_rate(iterator, batch, seconds):
@@ -367,7 +383,7 @@ def ceiling(variant, flags, known, ceilings):
 
 def bench(variant, flags, steps, warmup, budget, pipeline_seconds):
     """(rows, notes) for one variant at one precision and XLA setting: a dict per timed row, a line per skipped one."""
-    args, generator, critic, iterator, train_step = build(variant, flags)
+    args, generator, critic, iterator, train_step, progress = build(variant, flags)
     schedule = critic_schedule(variant, args)
     regular = schedule[0][1]
     rows, notes = [], []
@@ -379,8 +395,9 @@ def bench(variant, flags, steps, warmup, budget, pipeline_seconds):
                          f"(--row_seconds {budget:g})")
             continue
         # The warm-up row is timed over as many critic updates as the regular one (at least one generator step).
-        n_steps, seconds = time_steps(train_step, iterator, n_critic, max(1, round(steps * regular / n_critic)),
-                                      warmup if n_critic == regular else 1, budget)
+        n_steps, seconds = time_steps(one_step(variant, train_step, iterator, progress, n_critic),
+                                      max(1, round(steps * regular / n_critic)), warmup if n_critic == regular else 1,
+                                      budget)
         rate = n_steps / seconds
         rows.append(dict(variant=variant, precision=args.precision, xla=args.xla, batch=args.batch_size,
                          n_critic=label, steps=n_steps, steps_per_s=rate, critic_per_s=rate * n_critic,
@@ -394,6 +411,77 @@ def bench(variant, flags, steps, warmup, budget, pipeline_seconds):
     for row in rows:
         row["pipeline_images_per_s"] = pipeline
     return rows, notes
+
+
+# ------------------------------------------------------------------------------------ the fixed cost of a step
+NEGLIGIBLE = ["--width", "2", "--batch_size", "2", "--z_dim", "2", "--image_size", "32"]  # compute ~ 0
+
+
+def op_count(function, *args):
+    """Ops in the graph of a tf.function for these arguments, counting those of every function it calls."""
+    graph_def = function.get_concrete_function(*args).graph.as_graph_def()
+    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+
+
+def microseconds_per_step(step, steps_per_call, steps, budget):
+    """µs per generator step of step(), which runs steps_per_call of them, timed over about `steps` steps."""
+    calls, seconds = time_steps(step, max(1, steps // steps_per_call), 3, budget)
+    return 1e6 * seconds / (calls * steps_per_call)
+
+
+def plain_step(variant, xla, args):
+    """A plain TF2/Keras step of the variant (experiments/dcgan_gap.py: stock Keras layers, one tf.function, two
+    Keras optimizers) on the script's --width, --z_dim and --batch_size (32x32x1), as a call of one generator step,
+    and its op count."""
+    import dcgan_gap as plain
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    cfg = plain.PLAIN_WGAN_GP if variant == "wgan_gp" else plain.PLAIN
+    generator = plain.plain_generator(cfg, width=args.width, z_dim=args.z_dim)
+    critic = plain.plain_critic(cfg, layer_norm=variant == "wgan_gp", width=args.width)
+    rng = tf.random.Generator.from_seed(0)
+    batch = tf.zeros([args.batch_size, 32, 32, 1])
+    real = tf.data.Dataset.from_tensors(batch).repeat()
+    if variant == "dcgan":
+        step = plain.make_plain_dcgan_step(cfg, generator, critic, *plain.make_optimizers(cfg, False), rng)
+        if xla:
+            step = tf.function(step.python_function, jit_compile=True)
+        return (lambda: step(batch)), op_count(step, batch)
+    if xla:  # the plain WGAN steps read their batches from an iterator, which XLA cannot compile
+        return None, None
+    if variant == "wgan":
+        opts = (keras.optimizers.RMSprop(5e-5), keras.optimizers.RMSprop(5e-5))
+        step = plain.make_plain_wgan_step(generator, critic, *opts, rng)
+    else:
+        step = plain.make_plain_wgan_gp_step(generator, critic, *plain.make_optimizers(cfg, True), rng)
+    iterator = iter(real)
+    return (lambda: step(iterator)), op_count(step, iterator)
+
+
+def fixed_cost(variant, network, xla, per_call, steps, budget):
+    """One row of the fixed-cost table: µs per generator step on the network of the flags `network` (negligible
+    compute: NEGLIGIBLE), ours at one call per step and at per_call steps per call, the plain step's, op counts."""
+    flags = ["--strategy", "one", *network] + ["--xla"] * xla + ["--no-critic_warmup"] * (variant == "wgan")
+    args, _, _, iterator, train_step, _ = build(variant, flags)
+    one, many = tf.constant(1), tf.constant(per_call)
+    row = dict(variant=variant, xla_text="on" if xla else "off", ops=op_count(train_step, iterator, one),
+               ours_1=microseconds_per_step(lambda: train_step(iterator, one), 1, steps, budget),
+               ours_k=microseconds_per_step(lambda: train_step(iterator, many), per_call, steps, budget))
+    step, ops = plain_step(variant, xla, args)
+    row.update(plain_ops=ops if ops else "n/a",
+               plain=microseconds_per_step(step, 1, steps, budget) if step else float("nan"))
+    row["ratio"] = row["ours_1"] / row["plain"]
+    print(f"  fixed cost {variant} xla={xla}: ours {row['ours_1']:.0f} / {row['ours_k']:.0f} µs, plain "
+          f"{row['plain']:.0f} µs", file=sys.stderr, flush=True)
+    return row
+
+
+def fixed_cost_columns(per_call):
+    return [("variant", "variant", "text"), ("XLA", "xla_text", "text"),
+            ("ours, µs/step, 1 per call", "ours_1", "num"),
+            (f"ours, µs/step, {per_call} per call", "ours_k", "num"), ("ours, ops", "ops", "int"),
+            ("plain Keras, µs/step", "plain", "num"), ("plain, ops", "plain_ops", "int"),
+            ("ours (1 per call) / plain", "ratio", "num")]
 
 
 def three_digits(x):
@@ -424,40 +512,64 @@ CEILING_COLUMNS = [("precision", "precision", "text"), ("compute dtype", "dtype"
                    ("matmul", "matmul", "text"), ("matmul GFLOP/s", "matmul_gflops", "num")]
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=list(MODULES), choices=list(MODULES),
-                        help="training scripts to time")
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
-                        help="the scripts' --precision values to time")
-    parser.add_argument("--xla", default="both", choices=("both", "off", "on"), help="time without/with --xla")
-    parser.add_argument("--steps", type=int, default=50, help="timed generator steps per row")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed generator steps first (tracing, autotuning)")
-    parser.add_argument("--row_seconds", type=float, default=120,
-                        help="time budget of a row's warm-up, and of its timed steps: fewer steps if exceeded")
-    parser.add_argument("--matmul_size", type=int, default=4096, help="n of the n x n x n matmul ceiling")
-    parser.add_argument("--ceiling_seconds", type=float, default=1.5, help="timing budget of each ceiling")
-    parser.add_argument("--pipeline_seconds", type=float, default=2.0,
-                        help="timing budget of the input pipeline on its own, per variant")
-    parser.add_argument("--folder_images", type=int, default=0,
-                        help="if > 0: train on a generated folder of this many RGB JPEGs (--dataset folder)")
-    parser.add_argument("--folder_dir", default=None,
-                        help="where that folder is made and kept (default: $GAN_CACHE, else ~/.cache/tf-gans, "
-                             "/bench-folder-N)")
+    add = parser.add_argument
+    add("--variants", nargs="+", default=list(MODULES), choices=list(MODULES), help="training scripts to time")
+    add("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
+        help="the scripts' --precision values to time")
+    add("--xla", default="both", choices=("both", "off", "on"), help="time without/with --xla")
+    add("--steps", type=int, default=50, help="timed generator steps per row")
+    add("--warmup", type=int, default=5, help="untimed generator steps first (tracing, autotuning)")
+    add("--row_seconds", type=float, default=120,
+        help="time budget of a row's warm-up, and of its timed steps: fewer steps if exceeded")
+    add("--matmul_size", type=int, default=4096, help="n of the n x n x n matmul ceiling")
+    add("--ceiling_seconds", type=float, default=1.5, help="timing budget of each ceiling")
+    add("--pipeline_seconds", type=float, default=2.0, help="timing budget of the input pipeline alone, per variant")
+    add("--folder_images", type=int, default=0,
+        help="if > 0: train on a generated folder of this many RGB JPEGs (--dataset folder)")
+    add("--folder_dir", default=None,
+        help="where that folder is made and kept (default: $GAN_CACHE, else ~/.cache/tf-gans, /bench-folder-N)")
+    add("--fixed_cost", action="store_true",
+        help="instead: the fixed cost of a step, each variant on a negligible network, ours and a plain Keras step")
+    add("--per_call", type=int, default=50, help="with --fixed_cost: the steps per call of the K column")
     known, flags = parser.parse_known_args(argv)  # everything else goes to the scripts' own parsers
-    if known.steps < 1 or known.warmup < 0:
-        parser.error("--steps must be at least 1 and --warmup at least 0")
+    if known.steps < 1 or known.warmup < 0 or known.per_call < 1:
+        parser.error("--steps and --per_call must be at least 1 and --warmup at least 0")
     if any(f == "--precision" or f.startswith("--precision=") for f in flags):
         parser.error("--precision is set per row; use --precisions")
-    if not any(f == "--strategy" or f.startswith("--strategy=") for f in flags):
+    if known.fixed_cost and any(f.split("=")[0] not in ("--width", "--batch_size", "--z_dim") for f in flags[::2]):
+        parser.error("--fixed_cost takes only --width, --batch_size and --z_dim of the script flags")
+    if not known.fixed_cost and not any(f == "--strategy" or f.startswith("--strategy=") for f in flags):
         flags = ["--strategy", "one", *flags]  # one device unless asked (XLA compiles one device's step only)
+    if known.folder_images > 0 and any(f.split("=")[0] in ("--dataset", "--data_dir", "--channels") for f in flags):
+        parser.error("--folder_images sets --dataset, --data_dir and --channels")
+    return known, flags
 
+
+def fixed_cost_table(known, flags):
+    """The fixed-cost table: every variant, XLA off and on, measured one after the other in this process."""
+    network = [*NEGLIGIBLE, *flags]  # later flags win: --width 64 --batch_size 64 --z_dim 100 for the real network
+    rows = [fixed_cost(variant, network, xla, known.per_call, known.steps, known.row_seconds)
+            for xla in {"both": (False, True), "off": (False,), "on": (True,)}[known.xla]
+            for variant in known.variants]
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
+    return [f"## The fixed cost of a generator step (fp32; {' '.join(network)})", "", *machine_header(),
+            f"- TF_ENABLE_ONEDNN_OPTS: {onednn}", "",
+            *table(rows, fixed_cost_columns(known.per_call)), "",
+            "µs per generator step of the train step alone, on a network whose compute is negligible: what a step "
+            "costs beyond its arithmetic (dispatching ops, Python, function calls). Ours: the script's own "
+            "make_train_step (WGAN without its warm-up); plain: one tf.function of stock Keras layers and two Keras "
+            "optimizers (experiments/dcgan_gap.py), with jit_compile=True in the XLA rows (DCGAN only: the plain "
+            "WGAN steps read an iterator inside the function, which XLA cannot compile). Ops: the step graph's, "
+            "counting the functions it calls."]
+
+
+def throughput_table(known, flags):
     header = machine_header()
     rows, notes, ceilings = [], [], {}
     if known.folder_images > 0:
-        if any(f.split("=")[0] in ("--dataset", "--data_dir", "--channels") for f in flags):
-            parser.error("--folder_images sets --dataset, --data_dir and --channels")
         root = os.environ.get("GAN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tf-gans")
         folder = known.folder_dir or os.path.join(root, f"bench-folder-{known.folder_images}")
         start = time.perf_counter()
@@ -475,29 +587,40 @@ def main(argv=None):
                 new_rows, new_notes = bench(variant, run_flags, known.steps, known.warmup, known.row_seconds,
                                             known.pipeline_seconds)
                 notes += new_notes
-                for row in new_rows:
-                    top = ceilings[row.pop("ceiling")]
-                    row.update(xla_text="on" if row["xla"] else "off",
-                               gflop_per_s=row["gflop_per_step"] * row["steps_per_s"])
-                    row.update(conv_share=100 * row["gflop_per_s"] / top["conv_gflops"],
-                               matmul_share=100 * row["gflop_per_s"] / top["matmul_gflops"])
-                    rows.append(row)
-
+                rows += [with_shares(row, ceilings) for row in new_rows]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [f"## Training throughput ({', '.join(known.variants)}; script flags: {' '.join(flags)})", "",
              *header, f"- load average at the end: {load}", "",
-             *table(ceilings.values(), CEILING_COLUMNS), "",
-             *table(rows, RESULT_COLUMNS), ""]
+             *table(ceilings.values(), CEILING_COLUMNS), "", *table(rows, RESULT_COLUMNS), ""]
     if notes:
         lines += [f"- {note}" for note in notes] + [""]
-    lines.append("FLOPs: multiply-adds (2 FLOPs) of every Dense, Conv2D and Conv2DTranspose layer (and the "
-                 "ResNet's mean pooling and residual sums), forward and backward (input and weight gradients; the WGAN-GP penalty's double backward included), counted "
-                 "from the networks; real images/s = generator steps/s x n_critic x batch; the input pipeline "
-                 "alone: the batches the script's own data iterator yields with no training, for --pipeline_seconds "
-                 "(above the row's real images/s, the device need not wait for data). The ceilings are TF's own "
-                 "kernels without XLA, timed in this process, so a share above 100% can happen (and a ceiling "
-                 "taken while other programs run is low).")
-    print("\n".join(lines))
+    lines.append(FLOPS_NOTE)
+    return lines
+
+
+def with_shares(row, ceilings):
+    top = ceilings[row.pop("ceiling")]
+    row.update(xla_text="on" if row["xla"] else "off", gflop_per_s=row["gflop_per_step"] * row["steps_per_s"])
+    row.update(conv_share=100 * row["gflop_per_s"] / top["conv_gflops"],
+               matmul_share=100 * row["gflop_per_s"] / top["matmul_gflops"])
+    return row
+
+
+FLOPS_NOTE = ("FLOPs: multiply-adds (2 FLOPs) of every Dense, Conv2D and Conv2DTranspose layer (and the ResNet's mean "
+              "pooling and residual sums), forward and backward (input and weight gradients; the WGAN-GP penalty's "
+              "double backward included), counted from the networks; real images/s = generator steps/s x n_critic x "
+              "batch; the input pipeline alone: the batches the script's own data iterator yields with no training, "
+              "for --pipeline_seconds (above the row's real images/s, the device need not wait for data). The "
+              "ceilings are TF's own kernels without XLA, timed in this process, so a share above 100% can happen "
+              "(and a ceiling taken while other programs run is low).")
+
+
+def main(argv=None):
+    known, flags = parse_args(argv)
+    if known.fixed_cost:
+        print("\n".join(fixed_cost_table(known, flags)))
+    else:
+        print("\n".join(throughput_table(known, flags)))
 
 
 if __name__ == "__main__":

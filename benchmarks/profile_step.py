@@ -65,20 +65,20 @@ def close(entry, totals):
         totals[op_type] += (duration - children) / 1e12
 
 
-def profile(train_step, iterator, n_critic, steps, warmup):
-    """{op type: seconds per generator step} and the wall seconds per step while tracing."""
+def profile(step, steps, warmup):
+    """{op type: seconds per generator step} and the wall seconds per step while tracing; step() is one generator
+    step (bench_train.one_step)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2  # ships with TF; its location is not a public API
 
-    n = tf.constant(n_critic, tf.int32)
     for _ in range(warmup):
-        metrics = train_step(iterator, n)
+        metrics = step()
     if warmup:
         float(next(iter(metrics.values())))
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         start = time.perf_counter()
         for _ in range(steps):
-            metrics = train_step(iterator, n)
+            metrics = step()
         float(next(iter(metrics.values())))
         wall = (time.perf_counter() - start) / steps
         tf.profiler.experimental.stop()
@@ -136,9 +136,11 @@ def main(argv=None):
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
     header = bench_train.machine_header()
-    args, generator, critic, iterator, train_step = bench_train.build(known.variant, ["--strategy", "one", *flags])
+    args, generator, critic, iterator, train_step, progress = bench_train.build(known.variant,
+                                                                                ["--strategy", "one", *flags])
     n_critic = bench_train.critic_schedule(known.variant, args)[0][1]
-    times, wall = profile(train_step, iterator, n_critic, known.steps, known.warmup)
+    step = bench_train.one_step(known.variant, train_step, iterator, progress, n_critic)
+    times, wall = profile(step, known.steps, known.warmup)
     flops = bench_train.step_flops(known.variant, generator, critic, args.batch_size, n_critic,
                                    getattr(args, "gen_batch_multiple", 1))
     total = sum(times.values())

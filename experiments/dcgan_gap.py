@@ -136,30 +136,32 @@ def batch_norm(cfg):
                  gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
 
 
-def plain_generator(cfg):
-    """z [B, 100] -> [B, 32, 32, 1]: Dense 4*4*256 -> BN -> ReLU -> convT 128, 64 (BN, ReLU) -> convT 1, tanh."""
-    init, z = ops.conv_init(), keras.Input((Z_DIM,))
-    x = keras.layers.Dense(4 * 4 * 256, use_bias=False, kernel_initializer=init)(z)
+def plain_generator(cfg, width=64, z_dim=Z_DIM):
+    """z [B, 100] -> [B, 32, 32, 1]: Dense 4*4*256 -> BN -> ReLU -> convT 128, 64 (BN, ReLU) -> convT 1, tanh (the
+    channels are 4, 2 and 1 times `width`)."""
+    init, z = ops.conv_init(), keras.Input((z_dim,))
+    x = keras.layers.Dense(4 * 4 * 4 * width, use_bias=False, kernel_initializer=init)(z)
     if cfg["g_bn0"] == "feature":  # BN over the 4096 units, statistics over the batch only
         # as [B, 1, 1, 4096], ops.make_generator's layout, which the fused kernel takes (Keras' BN gives the same
         # bits in either layout)
-        x = keras.layers.Reshape((1, 1, 4096))(x)
-        x = keras.layers.Reshape((4, 4, 256))(keras.layers.ReLU()(batch_norm(cfg)(x)))
+        x = keras.layers.Reshape((1, 1, 4 * 4 * 4 * width))(x)
+        x = keras.layers.Reshape((4, 4, 4 * width))(keras.layers.ReLU()(batch_norm(cfg)(x)))
     else:  # BN over 256 channels, statistics over batch x 4 x 4
-        x = keras.layers.ReLU()(batch_norm(cfg)(keras.layers.Reshape((4, 4, 256))(x)))
-    for filters in (128, 64):
+        x = keras.layers.ReLU()(batch_norm(cfg)(keras.layers.Reshape((4, 4, 4 * width))(x)))
+    for filters in (2 * width, width):
         x = keras.layers.Conv2DTranspose(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=init)(x)
         x = keras.layers.ReLU()(batch_norm(cfg)(x))
     x = keras.layers.Conv2DTranspose(1, 4, 2, padding="same", kernel_initializer=init)(x)
     return keras.Model(z, keras.layers.Activation("tanh")(x), name="plain_generator")
 
 
-def plain_critic(cfg, layer_norm=False):
-    """[B, 32, 32, 1] -> [B, 1] logits: conv 64 (bias), LReLU -> conv 128, 256 (BN, LReLU) -> Flatten -> Dense 1.
-    layer_norm: WGAN-GP's critic, layer normalisation (cfg["ln"]) in place of BN."""
+def plain_critic(cfg, layer_norm=False, width=64):
+    """[B, 32, 32, 1] -> [B, 1] logits: conv 64 (bias), LReLU -> conv 128, 256 (BN, LReLU) -> Flatten -> Dense 1 (the
+    channels are 1, 2 and 4 times `width`). layer_norm: WGAN-GP's critic, layer normalisation (cfg["ln"]) in place
+    of BN."""
     init, x_in = ops.conv_init(), keras.Input((SIZE, SIZE, 1))
-    x = keras.layers.LeakyReLU(0.2)(keras.layers.Conv2D(64, 4, 2, padding="same", kernel_initializer=init)(x_in))
-    for filters in (128, 256):
+    x = keras.layers.LeakyReLU(0.2)(keras.layers.Conv2D(width, 4, 2, padding="same", kernel_initializer=init)(x_in))
+    for filters in (2 * width, 4 * width):
         x = keras.layers.Conv2D(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=init)(x)
         if not layer_norm:
             norm = batch_norm(cfg)
@@ -229,6 +231,34 @@ def make_plain_wgan_gp_step(generator, critic, g_opt, c_opt, rng, n_critic=N_CRI
             norm = tf.norm(tf.reshape(inner.gradient(d_hat, x_hat), [batch, -1]), axis=1)
             loss = tf.reduce_mean(d_fake) - tf.reduce_mean(d_real) + GP_WEIGHT * tf.reduce_mean(tf.square(norm - 1.0))
         c_opt.apply_gradients(zip(tape.gradient(loss, critic.trainable_variables), critic.trainable_variables))
+        return loss, batch
+
+    @tf.function
+    def train_step(iterator):
+        for _ in range(n_critic):
+            d_loss, batch = critic_update(next(iterator))
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(critic(generator(rng.normal([batch, z_dim]), training=True), training=True))
+        g_opt.apply_gradients(zip(tape.gradient(g_loss, generator.trainable_variables),
+                                  generator.trainable_variables))
+        return d_loss, g_loss
+    return train_step
+
+
+def make_plain_wgan_step(generator, critic, g_opt, c_opt, rng, n_critic=N_CRITIC, clip=0.01):
+    """One WGAN step (Algorithm 1, weight clipping), compiled: an iterator of real batches -> (critic loss, G loss).
+    n_critic updates of D(fake) - D(real), each followed by clipping every critic weight to [-clip, clip], then one
+    generator update, -D(G(z)). The benchmark's plain reference (with two keras.optimizers.RMSprop)."""
+    z_dim = generator.input_shape[-1]
+
+    def critic_update(real):
+        batch = tf.shape(real)[0]
+        fake = generator(rng.normal([batch, z_dim]), training=True)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(critic(fake, training=True)) - tf.reduce_mean(critic(real, training=True))
+        c_opt.apply_gradients(zip(tape.gradient(loss, critic.trainable_variables), critic.trainable_variables))
+        for v in critic.trainable_variables:
+            v.assign(tf.clip_by_value(v, -clip, clip))
         return loss, batch
 
     @tf.function

@@ -132,6 +132,28 @@ def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
         assert "100 (warm-up)" in rows[1]
 
 
+def test_fixed_cost_table_has_ours_and_the_plain_step(capsys):
+    """The fixed-cost table in-process: ours at 1 and K steps per call beside the plain Keras step, with op counts
+    (on Debian's Fashion-MNIST, which .ci/run installs)."""
+    bench_train.main(["--fixed_cost", "--variants", "dcgan", "--xla", "off", "--steps", "4", "--per_call", "2"])
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("| dcgan |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "off" and "--width 2 --batch_size 2 --z_dim 2" in out
+    ours_1, ours_k, ops, plain, plain_ops, ratio = (float(c) for c in cells[2:])
+    assert min(ours_1, ours_k, plain) > 0 and ops > 500 and plain_ops > 500
+    assert abs(ratio - ours_1 / plain) < 0.01 * ratio + 0.01
+
+
+def test_op_count_includes_the_functions_a_graph_calls():
+    import tensorflow as tf
+
+    inner = tf.function(lambda x: x * 2.0 + 1.0)
+    outer = tf.function(lambda x: inner(x) - 3.0)
+    x = tf.constant(1.0)
+    assert bench_train.op_count(outer, x) > bench_train.op_count(inner, x) > 2
+
+
 def test_make_folder_once(tmp_path):
     import numpy as np
     from PIL import Image
