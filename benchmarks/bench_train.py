@@ -476,6 +476,17 @@ def fixed_cost(variant, network, xla, per_call, steps, budget):
     return row
 
 
+def fastest(rows, per_call):
+    """A line per variant: which of XLA off/on and 1 or per_call steps per call took the least time per step."""
+    lines = []
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        times = {(row["xla_text"], k): row[key] for row in rows if row["variant"] == variant
+                 for k, key in ((1, "ours_1"), (per_call, "ours_k"))}
+        (xla, k), best = min(times.items(), key=lambda item: item[1])
+        lines.append(f"- {variant}: fastest here with XLA {xla} and --steps_per_call {k}: {best:.0f} µs per step")
+    return lines
+
+
 def fixed_cost_columns(per_call):
     return [("variant", "variant", "text"), ("XLA", "xla_text", "text"),
             ("ours, µs/step, 1 per call", "ours_1", "num"),
@@ -557,7 +568,7 @@ def fixed_cost_table(known, flags):
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
     return [f"## The fixed cost of a generator step (fp32; {' '.join(network)})", "", *machine_header(),
             f"- TF_ENABLE_ONEDNN_OPTS: {onednn}", "",
-            *table(rows, fixed_cost_columns(known.per_call)), "",
+            *table(rows, fixed_cost_columns(known.per_call)), "", *fastest(rows, known.per_call), "",
             "µs per generator step of the train step alone, on a network whose compute is negligible: what a step "
             "costs beyond its arithmetic (dispatching ops, Python, function calls). Ours: the script's own "
             "make_train_step (WGAN without its warm-up); plain: one tf.function of stock Keras layers and two Keras "

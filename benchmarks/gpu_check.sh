@@ -214,10 +214,9 @@ failed = 0
 for precision in ('fp32', 'bf16', 'fp16'):
     for variant in ('dcgan', 'wgan', 'wgan_gp'):
         start = time.perf_counter()
-        args, generator, critic, iterator, train_step = bench_train.build(
+        args, generator, critic, iterator, train_step, _ = bench_train.build(
             variant, ['--strategy', 'one', '--precision', precision, $SMOKE_FLAGS])
-        n_critic = bench_train.critic_schedule(variant, args)[0][1]
-        metrics = {k: float(v) for k, v in train_step(iterator, tf.constant(n_critic, tf.int32)).items()}
+        metrics = {k: float(v) for k, v in train_step(iterator, tf.constant(1)).items()}
         finite = all(math.isfinite(v) for v in metrics.values()) and all(
             np.isfinite(w.numpy()).all() for w in generator.weights + critic.weights)
         failed += not finite
@@ -230,7 +229,9 @@ sys.exit(f'error: {failed} of 9 steps gave non-finite values' if failed else 0)
 
 # --- the benchmark tables, and the folder pipeline
 BENCH_S=$((BUDGET_S * SHARE_BENCH / 100))  # handed out run by run, in proportion to the rows each times
-ROWS=$((FOLDER_ROWS + 2))  # + the ResNet's two rows
+FIXED_ROWS=12  # the fixed-cost tables: 3 variants x XLA off/on, negligible and real network
+STEPS_PER_CALL=$("$PY" -c "import common; print(common.STEPS_PER_CALL)")
+ROWS=$((FOLDER_ROWS + 2 + FIXED_ROWS))  # + the ResNet's two rows
 for batch in "${BATCHES[@]}"; do for rows in "${BENCH_ROWS[@]}"; do ROWS=$((ROWS + rows)); done; done
 for batch in "${BATCHES[@]}"; do
     rm -f "$OUT/bench_batch$batch.md"
@@ -253,6 +254,13 @@ step "benchmark, WGAN-GP ResNet, fp32 and bf16" "$OUT/bench_resnet.log" "$LIMIT"
     benchmarks/bench_train.py ${BENCH_FLAGS[*]} --variants wgan_gp --precisions fp32 bf16 --xla off --arch resnet \
     --image_size 32 --channels 3 --z_dim 128 --norm none ${RESNET_FLAGS[*]} --row_seconds $row_seconds \
     > '$OUT/bench_resnet.md' && cat '$OUT/bench_resnet.md'"
+plan $((BENCH_S * FIXED_ROWS / ROWS))
+# The fixed cost of a step (negligible network) and the real network's, one call per step against
+# --steps_per_call's default, XLA off and on: the last lines say which to use on this GPU.
+step "fixed cost of a step, K = 1 against the default, XLA off and on" "$OUT/bench_fixed.log" "$LIMIT" bash -c \
+    "'$PY' benchmarks/bench_train.py --fixed_cost --steps 200 --per_call $STEPS_PER_CALL > '$OUT/bench_fixed.md' && \
+     '$PY' benchmarks/bench_train.py --fixed_cost --steps 50 --per_call $STEPS_PER_CALL --width 64 --batch_size 128 \
+         --z_dim 100 >> '$OUT/bench_fixed.md' && cat '$OUT/bench_fixed.md'"
 plan $((BENCH_S * FOLDER_ROWS / ROWS))
 step "folder pipeline: $FOLDER_IMAGES generated RGB JPEGs at 64x64" "$OUT/bench_folder.log" "$LIMIT" \
     env GAN_CACHE="$OUT/cache" bash -c "'$PY' benchmarks/bench_train.py ${FOLDER_FLAGS[*]} > '$OUT/bench_folder.md'"
