@@ -49,7 +49,7 @@ CONFIG_MAX_BYTES = 1 << 20  # a config.json is a few KB; a larger one is not rea
 RESUMABLE_FLAGS = {"steps", "resume", "out_dir", "data_dir", "ckpt_every", "sample_every", "log_every",
                    "keep_ckpts", "xla", "eval_every", "eval_samples", "eval_extra", "strategy", "minutes",
                    "steps_per_call"}
-STEPS_PER_CALL = 1  # --steps_per_call's default
+STEPS_PER_CALL = 50  # --steps_per_call's default (docs/speed.md, "The fixed cost of a step")
 
 
 class RunError(Exception):
@@ -129,7 +129,8 @@ def add_common_flags(parser, *, batch_size, steps, norm, first_bn, norms=ops.NOR
     add("--precision", default="fp32", choices=tuple(PRECISIONS), help="fp32, or mixed bf16 / fp16 (loss scaling)")
     add("--xla", action="store_true", help="compile each device's train step with XLA (jit_compile=True)")
     add("--steps_per_call", type=int, default=STEPS_PER_CALL,
-        help="generator steps per compiled call: fewer calls from Python (docs/speed.md); results do not change")
+        help="at most this many generator steps per compiled call, each call about a second at most (fewer calls "
+             "from Python: docs/speed.md); results do not change")
     add = groups["evaluation"].add_argument
     add("--eval_every", type=int, default=0, help="score G every N steps, keep the best checkpoint (0 = never)")
     add("--eval_samples", type=int, default=10000, help="generated images per evaluation")

@@ -264,6 +264,9 @@ class StopRequest:
             signal.signal(s, handler)
 
 
+CALL_SECONDS = 1.0  # a call of several steps takes about this long at most (after the first, which traces)
+
+
 class Loop:
     """Everything around the scripts' train-step calls: the Python step counter, logging, sample grids,
     evaluation, checkpoints, the --minutes budget, Ctrl-C, and what happens on an error.
@@ -273,8 +276,10 @@ class Loop:
                 loop.end_call(train_step(iterator, steps))
 
     A call runs up to --steps_per_call generator steps inside one compiled function; calls are cut so that every
-    log, sample, evaluation and checkpoint step ends one, so they happen at the same steps whatever the count.
-    Ctrl-C, the --minutes budget and the several workers' agreement to stop act between calls.
+    log, sample, evaluation and checkpoint step ends one, so they happen at the same steps whatever the count, and
+    so that a call takes about CALL_SECONDS (from the last call's time per step): Ctrl-C, the --minutes budget and
+    the several workers' agreement to stop act between calls, so within about that time even on a slow CPU or in
+    WGAN's warm-up. Where a call boundary falls never changes the results.
 
     The loop reads the device only on log, sample, evaluation and checkpoint steps. On a non-finite value it
     stops with NonFiniteError and saves nothing. On any other error it saves the last completed step (when its
@@ -291,8 +296,10 @@ class Loop:
         self.clock = float(progress.train_seconds.numpy())  # training seconds, evaluation and saving excluded
         self.in_step = False
         self.metrics, self.logged = None, self.step
+        self.first_step = self.step
         self.save_pending = False  # a periodic checkpoint put off past a step with a skipped fp16 update
         self.per_call = getattr(self.args, "steps_per_call", 1)
+        self.step_seconds = None  # wall seconds per step of the last call, tracing excluded
         self._counts = {}  # steps per call -> its tensor, made once
 
     def __enter__(self):
@@ -317,11 +324,15 @@ class Loop:
         # together, at the loop's sync points (devices.agree_to_stop).
         while self.step < self.args.steps and not self.stopping and not (self.run.workers == 1
                                                                          and self._wants_to_stop()):
-            self.call = 1 if self.save_pending else min(self.per_call, self._to_next_sync())
-            self.in_step = True
+            self.call = 1 if self.save_pending else min(self.per_call, self._to_next_sync(), self._affordable())
+            self.in_step, self.call_started = True, time.perf_counter()
             if self.call not in self._counts:
                 self._counts[self.call] = tf.constant(self.call, tf.int32)
             yield self._counts[self.call]
+
+    def _affordable(self):
+        """Steps that fit CALL_SECONDS at the last call's pace (one until a call has been timed)."""
+        return 1 if self.step_seconds is None else max(1, int(CALL_SECONDS / max(self.step_seconds, 1e-9)))
 
     def _to_next_sync(self):
         """Steps from here to the next log, sample, evaluation or checkpoint step, or the end."""
@@ -330,6 +341,8 @@ class Loop:
         return min([args.steps] + [i + e - i % e for e in every if e > 0]) - i
 
     def end_call(self, metrics):
+        if self.step > self.first_step:  # the first call traces the step: its time says nothing of the pace
+            self.step_seconds = (time.perf_counter() - self.call_started) / self.call
         self.in_step = False
         self.step += self.call
         self.metrics = metrics

@@ -81,3 +81,16 @@ def test_calls_end_at_every_log_sample_and_checkpoint_step(per_call):
     due = {s for s in range(1, 101) if s % 10 == 0 or s % 25 == 0 or s % 40 == 0}
     assert due <= set(ends) and ends[-1] == 100
     assert all(b - a <= per_call for a, b in zip([0] + ends, ends))
+
+
+def test_a_call_is_cut_to_about_a_second_at_the_last_calls_pace():
+    """So that Ctrl-C and --minutes act within about a second on a slow CPU or in WGAN's warm-up."""
+    loop = training.Loop.__new__(training.Loop)
+    loop.step_seconds = None
+    assert loop._affordable() == 1  # nothing timed yet (the first call traces)
+    loop.step_seconds = training.CALL_SECONDS / 3.5
+    assert loop._affordable() == 3
+    loop.step_seconds = 10 * training.CALL_SECONDS  # one step takes longer than a call should: still one step
+    assert loop._affordable() == 1
+    loop.step_seconds = 1e-6
+    assert loop._affordable() >= 1000
