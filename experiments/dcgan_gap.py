@@ -233,6 +233,14 @@ def make_plain_wgan_gp_step(generator, critic, g_opt, c_opt, rng, n_critic=N_CRI
         c_opt.apply_gradients(zip(tape.gradient(loss, critic.trainable_variables), critic.trainable_variables))
         return loss, batch
 
+    return _plain_wasserstein_step(critic_update, generator, critic, g_opt, rng, n_critic)
+
+
+def _plain_wasserstein_step(critic_update, generator, critic, g_opt, rng, n_critic):
+    """The compiled step both plain Wasserstein GANs share: n_critic critic updates (critic_update(real) -> (loss,
+    batch)), each on a fresh real batch, then one generator update, -D(G(z))."""
+    z_dim = generator.input_shape[-1]
+
     @tf.function
     def train_step(iterator):
         for _ in range(n_critic):
@@ -261,16 +269,7 @@ def make_plain_wgan_step(generator, critic, g_opt, c_opt, rng, n_critic=N_CRITIC
             v.assign(tf.clip_by_value(v, -clip, clip))
         return loss, batch
 
-    @tf.function
-    def train_step(iterator):
-        for _ in range(n_critic):
-            d_loss, batch = critic_update(next(iterator))
-        with tf.GradientTape() as tape:
-            g_loss = -tf.reduce_mean(critic(generator(rng.normal([batch, z_dim]), training=True), training=True))
-        g_opt.apply_gradients(zip(tape.gradient(g_loss, generator.trainable_variables),
-                                  generator.trainable_variables))
-        return d_loss, g_loss
-    return train_step
+    return _plain_wasserstein_step(critic_update, generator, critic, g_opt, rng, n_critic)
 
 
 # ------------------------------------------------------------------ data and scoring
