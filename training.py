@@ -244,7 +244,7 @@ def save_samples(generator, noise, run_dir, step, logger=None):
 
 # ---------------------------------------------------------------------------------------------- the loop
 class StopRequest:
-    """Turns Ctrl-C (SIGINT) and SIGTERM into a request that the loop honours between steps, so that the
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a request that the loop honours between calls, so that the
     checkpoint saved on the way out is of a whole step. A second Ctrl-C stops at once (still saving that
     checkpoint: a Python signal never lands inside the compiled step)."""
 
@@ -256,7 +256,8 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        when = "after this step" if self.workers == 1 else "at the next log step, together with the other workers,"
+        when = ("after the steps of this call (about a second)" if self.workers == 1 else
+                "at the next log step, together with the other workers,")
         print(f"\nstopping {when} and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
 
     def close(self):
