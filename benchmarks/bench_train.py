@@ -32,10 +32,8 @@ optimizer updates (well under 1% of the DCGAN backbone's FLOPs).
 import argparse
 import math
 import os
-import shutil
 import sys
 import time
-import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "experiments")]  # the plain reference steps: experiments/dcgan_gap.py
@@ -47,6 +45,7 @@ import tensorflow as tf  # noqa: E402
 import devices  # noqa: E402
 import training  # noqa: E402
 import data  # noqa: E402
+import files  # noqa: E402
 import dcgan  # noqa: E402
 import ops  # noqa: E402
 import wgan  # noqa: E402
@@ -241,25 +240,20 @@ def make_folder(path, n, seed=0):
 
     if os.path.isfile(os.path.join(path, "done")):
         return path
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    os.makedirs(tmp)
     rng = np.random.default_rng(seed)
     try:
-        for k in range(n):
-            coarse = Image.fromarray(rng.integers(0, 256, (4, 4, 3), np.uint8)).resize((96, 112), Image.BILINEAR)
-            pixels = np.asarray(coarse, np.int16) + rng.integers(-12, 13, (112, 96, 1), np.int16)
-            folder = os.path.join(tmp, f"{k // 1000:03d}")
-            os.makedirs(folder, exist_ok=True)
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(os.path.join(folder, f"{k:06d}.jpg"),
-                                                                        quality=90)
-        open(os.path.join(tmp, "done"), "w").close()
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another benchmark made it first
-            if not os.path.isfile(os.path.join(path, "done")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with files.atomic_path(path, folder=True) as tmp:
+            for k in range(n):
+                coarse = Image.fromarray(rng.integers(0, 256, (4, 4, 3), np.uint8)).resize((96, 112), Image.BILINEAR)
+                pixels = np.asarray(coarse, np.int16) + rng.integers(-12, 13, (112, 96, 1), np.int16)
+                folder = os.path.join(tmp, f"{k // 1000:03d}")
+                os.makedirs(folder, exist_ok=True)
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+                    os.path.join(folder, f"{k:06d}.jpg"), quality=90)
+            open(os.path.join(tmp, "done"), "w").close()
+    except OSError:  # another benchmark made it first
+        if not os.path.isfile(os.path.join(path, "done")):
+            raise
     return path
 
 
