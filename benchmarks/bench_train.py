@@ -44,6 +44,7 @@ import tensorflow as tf  # noqa: E402
 
 import devices  # noqa: E402
 import training  # noqa: E402
+import common  # noqa: E402
 import data  # noqa: E402
 import files  # noqa: E402
 import dcgan  # noqa: E402
@@ -452,6 +453,21 @@ def plain_step(variant, xla, args):
     return (lambda: step(iterator)), op_count(step, iterator)
 
 
+def loop_microseconds(variant, network, xla, per_call, steps):
+    """µs per generator step of the script's whole loop (main(): logging, the loop's bookkeeping, the calls), from
+    the steps_per_sec it writes to metrics.jsonl over the second half of `steps` (the first half traces)."""
+    import json
+    import tempfile
+    half = max(1, steps // 2)
+    with tempfile.TemporaryDirectory() as out:
+        MODULES[variant].main(["--strategy", "one", *network, "--steps", str(2 * half), "--log_every", str(half),
+                               "--sample_every", str(2 * half), "--ckpt_every", str(2 * half), "--out_dir", out,
+                               "--steps_per_call", str(per_call)] + ["--xla"] * xla)
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+    return 1e6 / rows[1]["steps_per_sec"]
+
+
 def fixed_cost(variant, network, xla, per_call, steps, budget):
     """One row of the fixed-cost table: µs per generator step on the network of the flags `network` (negligible
     compute: NEGLIGIBLE), ours at one call per step and at per_call steps per call, the plain step's, op counts."""
@@ -461,6 +477,8 @@ def fixed_cost(variant, network, xla, per_call, steps, budget):
     row = dict(variant=variant, xla_text="on" if xla else "off", ops=op_count(train_step, iterator, one),
                ours_1=microseconds_per_step(lambda: train_step(iterator, one), 1, steps, budget),
                ours_k=microseconds_per_step(lambda: train_step(iterator, many), per_call, steps, budget))
+    row.update(loop_1=loop_microseconds(variant, network, xla, 1, steps),
+               loop_k=loop_microseconds(variant, network, xla, common.STEPS_PER_CALL, steps))
     step, ops = plain_step(variant, xla, args)
     row.update(plain_ops=ops if ops else "n/a",
                plain=microseconds_per_step(step, 1, steps, budget) if step else float("nan"))
@@ -485,6 +503,8 @@ def fixed_cost_columns(per_call):
     return [("variant", "variant", "text"), ("XLA", "xla_text", "text"),
             ("ours, µs/step, 1 per call", "ours_1", "num"),
             (f"ours, µs/step, {per_call} per call", "ours_k", "num"), ("ours, ops", "ops", "int"),
+            ("whole loop, µs/step, 1 per call", "loop_1", "num"),
+            (f"whole loop, µs/step, default ({common.STEPS_PER_CALL})", "loop_k", "num"),
             ("plain Keras, µs/step", "plain", "num"), ("plain, ops", "plain_ops", "int"),
             ("ours (1 per call) / plain", "ratio", "num")]
 
@@ -565,7 +585,9 @@ def fixed_cost_table(known, flags):
             *table(rows, fixed_cost_columns(known.per_call)), "", *fastest(rows, known.per_call), "",
             "µs per generator step of the train step alone, on a network whose compute is negligible: what a step "
             "costs beyond its arithmetic (dispatching ops, Python, function calls). Ours: the script's own "
-            "make_train_step (WGAN without its warm-up); plain: one tf.function of stock Keras layers and two Keras "
+            "make_train_step (WGAN without its warm-up); whole loop: the script's main() at --steps_per_call 1 and "
+            "at its default, from the steps_per_sec it logs over the second half of --steps (WGAN's warm-up falls in "
+            "the first); plain: one tf.function of stock Keras layers and two Keras "
             "optimizers (experiments/dcgan_gap.py), with jit_compile=True in the XLA rows (DCGAN only: the plain "
             "WGAN steps read an iterator inside the function, which XLA cannot compile). Ops: the step graph's, "
             "counting the functions it calls."]
