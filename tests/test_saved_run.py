@@ -1,6 +1,6 @@
-"""A run directory saved by an earlier version of the scripts (tests/fixtures/dcgan_run: a 4-step dcgan.py run on
-the tiny Fashion-MNIST of conftest.py, --image_size 16 --width 4 --z_dim 8 --batch_size 8) still restores, samples
-and resumes: the layout, config keys and checkpoint object names are part of what users keep.
+"""A run directory saved once and committed (tests/fixtures/dcgan_run: a 4-step dcgan.py run on the tiny
+Fashion-MNIST of conftest.py, --image_size 16 --width 4 --z_dim 8 --batch_size 8) restores, samples and resumes
+with the code as it is: the layout, config keys and checkpoint object names are part of what users keep.
 
 Its config holds no commit and no data path (both null); the resume passes --data_dir."""
 import json
