@@ -140,6 +140,11 @@ def reduce_metrics(strategy, metrics):
     """
     if strategy.num_replicas_in_sync == 1:
         return metrics
+    with tf.name_scope("reduce_metrics"):  # benchmarks/profile_step.py --by_part tells its ops apart by this scope
+        return _reduce(strategy, metrics)
+
+
+def _reduce(strategy, metrics):
     names = list(metrics)
     stacked = strategy.run(lambda *values: tf.stack([tf.cast(v, tf.float32) for v in values]),
                            args=tuple(metrics[k] for k in names))

@@ -95,6 +95,10 @@ class Progress:
     def advance(self, metrics, critic_updates):
         """End of a train step, in the graph: count the step and its real batches, record a divergence, keep the
         step's logged values (with fp16's loss scales added) for logged()."""
+        with tf.name_scope("progress"):  # benchmarks/profile_step.py --by_part tells its ops apart by this scope
+            self._advance(metrics, critic_updates)
+
+    def _advance(self, metrics, critic_updates):
         metrics = {**metrics, **{f"loss_scale/{name}": devices.loss_scale(o) for name, o in self.optimizers.items()
                                  if hasattr(o, "dynamic_scale")}}
         if len(metrics) > self.MAX_LOGGED:

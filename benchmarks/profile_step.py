@@ -36,8 +36,28 @@ import bench_train  # noqa: E402
 KERNELS = ("Conv2D", "MatMul")
 
 
-def op_self_times(xspace):
-    """{op type: seconds} over the TF executor threads of an XSpace, each event's own time (children subtracted)."""
+# Parts of a step, told apart by an op's node name (its name scopes) or, for the random generator and the data,
+# by its type; first match wins. Keras names the networks' ops after the models and the optimizers' after their
+# class; Progress and devices.reduce_metrics open the scopes "progress" and "reduce_metrics".
+PARTS = [("loss-scale wrapper", ("loss_scale_optimizer",)), ("networks, backward", ("gradient_tape/",)),
+         ("networks, forward", ("/generator", "/critic", "generator_", "critic_")),
+         ("optimizers", ("/adam/", "/rmsprop/", "/adam_", "/rmsprop_")), ("Progress' bookkeeping", ("progress/",)),
+         ("metric reduction", ("reduce_metrics/",)),
+         ("random generator", ("StatefulUniform", "StatefulStandardNormal", "RngReadAndSkip", "StatelessRandom",
+                               "RngSkip")),
+         ("data", ("IteratorGetNext",))]
+OTHER_PART = "the rest: losses, the strategy wrapper, the loop"
+
+
+def part_of(name):
+    """The part of the step an event "node/name:OpType" belongs to (PARTS), else OTHER_PART."""
+    lowered = name.lower()
+    return next((part for part, keys in PARTS if any(key.lower() in lowered for key in keys)), OTHER_PART)
+
+
+def op_self_times(xspace, key=None):
+    """{op type: seconds} over the TF executor threads of an XSpace, each event's own time (children subtracted);
+    with key=part_of, {part of the step: seconds}."""
     totals = collections.Counter()
     for plane in xspace.planes:
         names = {key: meta.name for key, meta in plane.event_metadata.items()}
@@ -53,7 +73,7 @@ def op_self_times(xspace):
                     stack[-1][2] += event.duration_ps
                 name = names.get(event.metadata_id, "")
                 op_type = name.rsplit(":", 1)[1] if ":" in name and "::" not in name else None  # "node:OpType"
-                stack.append([end, op_type, 0, event.duration_ps])
+                stack.append([end, key(name) if key and op_type else op_type, 0, event.duration_ps])
             while stack:
                 close(stack.pop(), totals)
     return totals
@@ -65,9 +85,9 @@ def close(entry, totals):
         totals[op_type] += (duration - children) / 1e12
 
 
-def profile(step, steps, warmup):
-    """{op type: seconds per generator step} and the wall seconds per step while tracing; step() is one generator
-    step (bench_train.one_step)."""
+def profile(step, steps, warmup, key=None):
+    """{op type (or key(node name)): seconds per generator step} and the wall seconds per step while tracing;
+    step() is one generator step (bench_train.one_step)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2  # ships with TF; its location is not a public API
 
     for _ in range(warmup):
@@ -86,7 +106,7 @@ def profile(step, steps, warmup):
         xspace = xplane_pb2.XSpace()
         with open(path, "rb") as f:
             xspace.ParseFromString(f.read())
-    return {op: seconds / steps for op, seconds in op_self_times(xspace).items()}, wall
+    return {op: seconds / steps for op, seconds in op_self_times(xspace, key).items()}, wall
 
 
 def layer_kernel_rates(model, batch, dtype, seconds):
@@ -116,6 +136,25 @@ def layer_kernel_rates(model, batch, dtype, seconds):
     return rows
 
 
+def parse_args(parser, argv):
+    known, flags = parser.parse_known_args(argv)
+    if known.steps < 1 or known.warmup < 0:
+        parser.error("--steps must be at least 1 and --warmup at least 0")
+    if not any(f == "--batch_size" or f.startswith("--batch_size=") for f in flags):
+        flags = ["--batch_size", "64", *flags]
+    if known.serial:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    return known, flags
+
+
+def part_lines(step, known):
+    """A table of the step's op time by part (PARTS), from a second profile of the same step."""
+    times, _ = profile(step, known.steps, 0, key=part_of)
+    total = sum(times.values())
+    return ["", "| part of the step | ms per step | % of op time |", "| --- | ---: | ---: |"] + [
+        f"| {part} | {t * 1e3:.2f} | {100 * t / total:.1f} |" for part, t in sorted(times.items(), key=lambda i: -i[1])]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -127,13 +166,10 @@ def main(argv=None):
     parser.add_argument("--layers", action="store_true",
                         help="also time each convolution layer's forward, input- and weight-gradient kernels alone")
     parser.add_argument("--layer_seconds", type=float, default=0.6, help="timing budget of each of those kernels")
-    known, flags = parser.parse_known_args(argv)
-    if known.steps < 1 or known.warmup < 0:
-        parser.error("--steps must be at least 1 and --warmup at least 0")
-    if not any(f == "--batch_size" or f.startswith("--batch_size=") for f in flags):
-        flags = ["--batch_size", "64", *flags]
-    if known.serial:
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    parser.add_argument("--by_part", action="store_true",
+                        help="also split the op time by part of the step: networks, optimizers, loss scaling, "
+                             "Progress, the metric reduction, the random generator, the data, the rest")
+    known, flags = parse_args(parser, argv)
 
     header = bench_train.machine_header()
     args, generator, critic, iterator, train_step, progress = bench_train.build(known.variant,
@@ -156,6 +192,7 @@ def main(argv=None):
              f"(over all executor threads), {100 * kernels / total:.1f}% of it in convolution and matmul kernels",
              "", "| op type | ms per step | % of op time |", "| --- | ---: | ---: |"]
     lines += [f"| {op} | {t * 1e3:.2f} | {100 * t / total:.1f} |" for op, t in shown]
+    lines += part_lines(step, known) if known.by_part else []
     dtype = keras.config.dtype_policy().compute_dtype
     if known.serial:
         conv = bench_train.largest_conv(critic)

@@ -192,6 +192,19 @@ def test_profile_op_times_subtract_nested_events():
     assert profile_step.op_self_times(space) == {"While": 20, "_MklNativeConv2D": 50, "Mul": 20}
 
 
+def test_profile_parts_from_node_names():
+    import profile_step
+    part = profile_step.part_of
+    assert part("while/body/_1/gradient_tape/while/critic_1/conv2d_2_1/Conv2DBackpropFilter:Conv2DBackpropFilter") \
+        == "networks, backward"
+    assert part("while/body/_1/while/generator_3/batch_normalization_1/FusedBatchNormV3:FusedBatchNormV3") \
+        == "networks, forward"
+    assert part("while/body/_1/while/adam/Sub_2/ReadVariableOp:ReadVariableOp") == "optimizers"
+    assert part("while/body/_1/while/progress/SelectV2:SelectV2") == "Progress' bookkeeping"
+    assert part("while/body/_1/while/StatefulUniform:RngReadAndSkip") == "random generator"
+    assert part("while/body/_1/while/sub_3:Sub") == profile_step.OTHER_PART
+
+
 @pytest.mark.slow  # about 9 s; profile_step's op accounting is tested above without a profile
 def test_profile_step_runs_and_prints_the_kernel_bound(tiny_fashion):
     out = subprocess.run(
