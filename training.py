@@ -336,7 +336,11 @@ class Loop:
             yield self._counts[self.call]
 
     def _affordable(self):
-        """Steps that fit CALL_SECONDS at the last call's pace (one until a call has been timed)."""
+        """Steps that fit CALL_SECONDS at the last call's pace (one until a call has been timed). Several workers
+        must make the same calls, and each times its own: for them calls are cut by the step alone (they stop
+        together at log steps anyway)."""
+        if self.run.workers > 1:
+            return self.per_call
         return 1 if self.step_seconds is None else max(1, int(CALL_SECONDS / max(self.step_seconds, 1e-9)))
 
     def _to_next_sync(self):

@@ -3,6 +3,7 @@ with K = 1 and one with K = 7 end bit-identical (weights, optimizer slots, the s
 random generator, metrics.jsonl apart from its timing keys), and so does a resume that changes K."""
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -86,6 +87,7 @@ def test_calls_end_at_every_log_sample_and_checkpoint_step(per_call):
 def test_a_call_is_cut_to_about_a_second_at_the_last_calls_pace():
     """So that Ctrl-C and --minutes act within about a second on a slow CPU or in WGAN's warm-up."""
     loop = training.Loop.__new__(training.Loop)
+    loop.run, loop.per_call = types.SimpleNamespace(workers=1), 50
     loop.step_seconds = None
     assert loop._affordable() == 1  # nothing timed yet (the first call traces)
     loop.step_seconds = training.CALL_SECONDS / 3.5
@@ -94,3 +96,5 @@ def test_a_call_is_cut_to_about_a_second_at_the_last_calls_pace():
     assert loop._affordable() == 1
     loop.step_seconds = 1e-6
     assert loop._affordable() >= 1000
+    loop.run.workers, loop.step_seconds = 2, 10 * training.CALL_SECONDS  # workers: the same calls on every one
+    assert loop._affordable() == 50
