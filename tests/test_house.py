@@ -37,8 +37,8 @@ def test_no_module_over_700_lines_and_no_function_over_60_outside_tests():
 
 
 def test_the_tree_tells_no_history():
-    """How the project got here belongs in git log: no session or issue numbers, no 'verbatim' moves."""
-    pattern = re.compile(r"[Ss]ession [0-9]|[Ii]ssue [0-9]|verbatim")
+    """How the project got here belongs in git log: no session or issue numbers, no word-for-word moves."""
+    pattern = re.compile(r"[Ss]ession [0-9]|[Ii]ssue [0-9]|" + "verb" + "atim")  # spelled so as not to match itself
     hits = []
     for path in _tracked("*"):
         if path.startswith("tests/fixtures/") or path.endswith((".png", ".npz", ".csv")):
