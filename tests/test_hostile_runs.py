@@ -134,3 +134,19 @@ def test_bad_tf_config_is_one_sentence(monkeypatch, tf_config, what):
     with pytest.raises(common.RunError, match=what) as e:
         devices.make_strategy(args)
     assert "TF_CONFIG" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("mode", [["--num", "4", "--format", "npz"], ["--interpolate", "2", "--gif"]])
+def test_sample_outputs_never_write_through_a_planted_link(tmp_path, capsys, monkeypatch, mode):
+    """sample.py's temporary output is created exclusively under a random name: a link planted where the name can be
+    guessed (here made guessable on purpose) is refused, not followed, and the file it points to is untouched."""
+    import files
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: "0" * (2 * n))
+    out = tmp_path / ("out.npz" if "npz" in mode else "out.gif")
+    os.symlink(victim, tmp_path / f".{out.name}.{'0' * 16}.tmp")
+    os.symlink(victim, tmp_path / f".tmp{os.getpid()}-{out.name}")  # a pid-based name, the easiest to guess
+    code, _, err = cli_in_process(sample.main, [FIXTURE, *mode, "--out", out], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(out) in err, err
+    assert victim.read_text() == "precious" and not out.exists()
