@@ -32,6 +32,7 @@ optimizer updates (well under 1% of the DCGAN backbone's FLOPs).
 import argparse
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -410,6 +411,7 @@ def bench(variant, flags, steps, warmup, budget, pipeline_seconds):
 
 # ------------------------------------------------------------------------------------ the fixed cost of a step
 NEGLIGIBLE = ["--width", "2", "--batch_size", "2", "--z_dim", "2", "--image_size", "32"]  # compute ~ 0
+FIXED_COST_ROUNDS = 3
 
 
 def op_count(function, *args):
@@ -429,7 +431,6 @@ def plain_step(variant, xla, args):
     Keras optimizers) on the script's --width, --z_dim and --batch_size (32x32x1), as a call of one generator step,
     and its op count."""
     import dcgan_gap as plain
-    keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     cfg = plain.PLAIN_WGAN_GP if variant == "wgan_gp" else plain.PLAIN
     generator = plain.plain_generator(cfg, width=args.width, z_dim=args.z_dim)
@@ -474,15 +475,16 @@ def fixed_cost(variant, network, xla, per_call, steps, budget):
     flags = ["--strategy", "one", *network] + ["--xla"] * xla + ["--no-critic_warmup"] * (variant == "wgan")
     args, _, _, iterator, train_step, _ = build(variant, flags)
     one, many = tf.constant(1), tf.constant(per_call)
+    plain, plain_ops = plain_step(variant, xla, args)
+    calls = {"ours_1": (lambda: train_step(iterator, one), 1), "ours_k": (lambda: train_step(iterator, many), per_call),
+             "plain": (plain, 1)}
+    # Rounds of ours and plain in turn, the median of each: a machine's load drifts over minutes.
+    times = {key: statistics.median(microseconds_per_step(call, k, steps, budget) for _ in range(FIXED_COST_ROUNDS))
+             if call else float("nan") for key, (call, k) in calls.items()}
     row = dict(variant=variant, xla_text="on" if xla else "off", ops=op_count(train_step, iterator, one),
-               ours_1=microseconds_per_step(lambda: train_step(iterator, one), 1, steps, budget),
-               ours_k=microseconds_per_step(lambda: train_step(iterator, many), per_call, steps, budget))
-    row.update(loop_1=loop_microseconds(variant, network, xla, 1, steps),
+               plain_ops=plain_ops or "n/a", **times, ratio=times["ours_1"] / times["plain"],
+               loop_1=loop_microseconds(variant, network, xla, 1, steps),
                loop_k=loop_microseconds(variant, network, xla, common.STEPS_PER_CALL, steps))
-    step, ops = plain_step(variant, xla, args)
-    row.update(plain_ops=ops if ops else "n/a",
-               plain=microseconds_per_step(step, 1, steps, budget) if step else float("nan"))
-    row["ratio"] = row["ours_1"] / row["plain"]
     print(f"  fixed cost {variant} xla={xla}: ours {row['ours_1']:.0f} / {row['ours_k']:.0f} µs, plain "
           f"{row['plain']:.0f} µs", file=sys.stderr, flush=True)
     return row
