@@ -61,7 +61,7 @@ import ops  # noqa: E402
 
 CLASSES = 10
 GRID = 4  # each layer's output is max-pooled to GRID x GRID (section 5.1)
-L2S = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the classifier's L2 weights; the validation set picks one
+L2S = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the classifier's L2 weights; the validation set picks one
 LINEAR_LR, LINEAR_BATCH = 1e-2, 1024
 SUPERVISED_LR, SUPERVISED_BATCH, SUPERVISED_EPOCHS = 1e-3, 64, 100
 CHECK_EVERY, PATIENCE = 100, 3  # the supervised baseline's validation checks (steps) and stop after this many
@@ -90,8 +90,8 @@ def parse_args(argv=None):
     add("--val_size", type=int, default=10_000, help="training images set aside as the validation set")
     add("--seed", type=int, default=0, help="seeds the validation split, and with each run's seed the label draw")
     add("--data_dir", default=None, help="where the dataset's IDX files are (default: each run's own)")
-    add("--classifier_steps", type=int, default=500, help="Adam steps of the linear classifier")
-    add("--supervised_steps", type=int, default=1000, help="at most this many steps of the supervised baseline")
+    add("--classifier_steps", type=int, default=300, help="Adam steps of the linear classifier")
+    add("--supervised_steps", type=int, default=600, help="at most this many steps of the supervised baseline")
     add("--batch_size", type=int, default=500, help="images per critic call when extracting features")
     add("--csv", default=None, help="write the results here, one line per features, seed and labels per class")
     add("--plot", default=None, help="draw test accuracy against labels per class here (PNG)")
@@ -236,7 +236,7 @@ def mean_std(x, chunk=4096):
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
-def fit_linear(x, y, x_val, y_val, steps=500, l2s=L2S, seed=0):
+def fit_linear(x, y, x_val, y_val, steps=300, l2s=L2S, seed=0):
     """Multinomial logistic regression on standardised features, minimising mean cross-entropy + l2 / 2 |W|^2
     for every l2 in l2s at once (one [D, len(l2s) x classes] weight matrix: the problems are separate, and one
     read of a batch serves them all). -> (predict(features) -> labels with the chosen l2, chosen l2, validation
@@ -388,7 +388,8 @@ def study(args):
             name = os.path.basename(os.path.normpath(run_dir)) if kind == "trained" else ""
             results += [dict(run=name, features=kind, network=network, seed=seed, **r) for r in records]
             print(f"{KINDS[kind]}, {network}, seed {seed} ({path if kind == 'trained' else 'baseline'}): "
-                  + ", ".join(f"{label(r['labels_per_class'])} {r['test_accuracy']:.2%}" for r in records)
+                  + ", ".join(f"{label(r['labels_per_class'])} {r['test_accuracy']:.2%}"
+                              + (f" (best step {r['best_step']})" if "best_step" in r else "") for r in records)
                   + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     return results
 
@@ -456,9 +457,9 @@ def plot(results, path, labels_per_class):
         seeds = len({s for accuracies in by_k.values() for s in accuracies})
         ax.errorbar([where[k] for k in ks], [v.mean() for v in values],
                     yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values], color=colour, linestyle=styles[kind],
-                    marker="o", markersize=4, capsize=3, label=f"{KINDS[kind]}: {network} ({seeds} seeds)")
+                    marker="o", markersize=4, capsize=3, label=f"{KINDS[kind]}: {network} ({seeds} seed{'s' if seeds > 1 else ''})")
     ax.set_xscale("log")
-    ax.set_xticks(list(where.values()), [f"all\n({everything:,.0f})" if k == "all" else str(k) for k in where])
+    ax.set_xticks(list(where.values()), [f"all\n(≈{everything:,.0f})" if k == "all" else str(k) for k in where])
     ax.minorticks_off()
     ax.set_xlabel("labelled training images per class")
     ax.set_ylabel("test accuracy (%)")

@@ -167,10 +167,11 @@ def test_no_test_image_reaches_training_or_model_selection(tiny_fashion, monkeyp
     monkeypatch.setattr(rep.data, "load_images", marked)
     monkeypatch.setattr(rep, "fit_linear", spy_linear)
     monkeypatch.setattr(rep, "train_supervised", spy_supervised)
-    code, out, err = cli_in_process(rep.main, [FIXTURE, "--data_dir", tiny_fashion, *TINY], capsys)
+    code, out, err = cli_in_process(rep.main, [FIXTURE, "--data_dir", tiny_fashion, *TINY, "--labels_per_class",
+                                               "all"], capsys)
     assert code == 0, err
     pixel_fits = [(x, xv) for x, xv in seen["linear"] if x.shape[1] == 16 * 16]  # pixels in [-1, 1]: corner 1 = test
-    assert len(pixel_fits) == 2 and len(seen["linear"]) == 6 and len(seen["supervised"]) == 2
+    assert len(pixel_fits) == 1 and len(seen["linear"]) == 3 and len(seen["supervised"]) == 1
     for x, x_val in pixel_fits:
         assert (x[:, 0] == -1).all() and (x_val[:, 0] == -1).all()
     for x, x_val in seen["supervised"]:
