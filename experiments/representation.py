@@ -4,9 +4,9 @@ Radford et al. 2015 take the discriminator's convolutional features from every l
 to a 4x4 grid, flatten and concatenate them, and train a regularised linear L2-SVM on top: 82.8% on CIFAR-10
 (Table 1), and 22.48% test error on SVHN with 1,000 labels against 28.87% for a supervised CNN of the same
 architecture (Table 2). This script measures the same for runs of dcgan.py, wgan.py and wgan_gp.py, side by side,
-on Fashion-MNIST or MNIST (IDX labels) or CIFAR-10 (its batches' labels), with three baselines in the same table: the same critic architecture at
-its initialisation (random features, same pooling), raw pixels, and the same architecture trained supervised on
-the labelled images only.
+on Fashion-MNIST or MNIST (IDX labels) or CIFAR-10 (its batches' labels), with three baselines in the same table:
+the same critic architecture at its initialisation (random features, same pooling), raw pixels, and the same
+architecture trained supervised on the labelled images only.
 
     python experiments/representation.py runs/dcgan-fashion_mnist-20261127-120000 runs/wgan-... runs/wgan_gp-...
     python experiments/representation.py RUN [RUN ...] --labels_per_class 10 100 1000 all \\
