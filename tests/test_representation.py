@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, cli_in_process
+from test_data import cifar_dir  # noqa: F401 -- the fixture: CIFAR-10 batches written as the release has them
 
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import common  # noqa: E402
@@ -231,15 +232,10 @@ def test_refusals_are_one_sentence(runs, tiny_fashion, tmp_path, capsys, change,
     assert code == 2 and message in err and err.count("\n") == 1 and out == ""
 
 
-def test_cifar10_labels_come_from_its_batches_in_the_images_order(tmp_path):
-    """Through data.py's restricted unpickler: image i of batch k has red value 10k + i and label (10k + i) % 10."""
-    from test_data import cifar_pickle
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(cifar_pickle(2, offset=10 * i))
-    (folder / "test_batch").write_bytes(cifar_pickle(3, offset=0))
-    train_x, train_y, test_x, test_y = rep.load_data("cifar10", str(tmp_path), 32, 3, "resize")
+def test_cifar10_labels_come_from_its_batches_in_the_images_order(cifar_dir):
+    """Through data.py's restricted unpickler: image i of batch k has red value 10k + i and label (10k + i) % 10
+    (test_data.py's release-format batches)."""
+    train_x, train_y, test_x, test_y = rep.load_data("cifar10", str(cifar_dir), 32, 3, "resize")
     assert train_x.shape == (10, 32, 32, 3) and test_x.shape == (3, 32, 32, 3)
     np.testing.assert_array_equal(train_y, train_x[:, 0, 0, 0].astype(np.int64) % 10)
     np.testing.assert_array_equal(test_y, [0, 1, 2])
