@@ -295,7 +295,8 @@ def predictor(network, batch_size=500):
 def train_supervised(config, x, y, x_val, y_val, max_steps, seed=0):
     """Train supervised_network on the labelled images only (Adam, cross-entropy), checking the validation
     accuracy every CHECK_EVERY steps and stopping after PATIENCE checks without a gain; at most max_steps steps
-    and SUPERVISED_EPOCHS epochs. -> (predict(images) -> labels with the best weights, their step, val accuracy)."""
+    and SUPERVISED_EPOCHS epochs. -> (predict(images) -> labels with the best weights, their step, their
+    validation accuracy, the step cap)."""
     network = supervised_network(config)
     optimizer = keras.optimizers.Adam(SUPERVISED_LR)
     batch = min(len(x), SUPERVISED_BATCH)
@@ -323,7 +324,7 @@ def train_supervised(config, x, y, x_val, y_val, max_steps, seed=0):
             elif i - best[1] >= PATIENCE * CHECK_EVERY:
                 break
     network.set_weights(best[2])
-    return predict, best[1], best[0]
+    return predict, best[1], best[0], steps
 
 
 # ------------------------------------------------------------------------------------------------ the study
@@ -347,10 +348,10 @@ def supervised(config, images, labels, test, val, draws, args, seed):
     """The supervised baseline at every draw of labelled images -> [record]."""
     records = []
     for k in args.labels_per_class:
-        predict, step, val_accuracy = train_supervised(config, images[draws[k]], labels[draws[k]], images[val],
-                                                       labels[val], args.supervised_steps, seed)
-        records.append(dict(labels_per_class=k, labels=len(draws[k]), best_step=step, val_accuracy=val_accuracy,
-                            test_accuracy=float((predict(test[0]) == test[1]).mean())))
+        predict, step, val_accuracy, cap = train_supervised(config, images[draws[k]], labels[draws[k]],
+                                                            images[val], labels[val], args.supervised_steps, seed)
+        records.append(dict(labels_per_class=k, labels=len(draws[k]), best_step=step, capped=step == cap,
+                            val_accuracy=val_accuracy, test_accuracy=float((predict(test[0]) == test[1]).mean())))
     return records
 
 
@@ -419,12 +420,16 @@ def table(results, labels_per_class):
     everything = next((r["labels"] for r in results if r["labels_per_class"] == "all"), None)
     header = ["features", "network", "seeds"] + [f"all ({everything:,} labels)" if k == "all" else label(k)
                                                  for k in labels_per_class]
+    capped = {(r["features"], r["network"], r["labels_per_class"]) for r in results if r.get("capped")}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (kind, network), by_k in grouped(results).items():
         seeds = sorted({s for accuracies in by_k.values() for s in accuracies})
-        cells = [mean_spread(list(by_k[k].values())) if k in by_k else "" for k in labels_per_class]
+        cells = [(mean_spread(list(by_k[k].values())) + (" *" if (kind, network, k) in capped else ""))
+                 if k in by_k else "" for k in labels_per_class]
         lines.append(f"| {KINDS[kind]} | {network} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
-    lines.append("\nTest accuracy (%), mean ± standard deviation over the seeds.")
+    lines.append("\nTest accuracy (%), mean ± standard deviation over the seeds."
+                 + (" *: the supervised network's best validation accuracy came at its last allowed step "
+                    "(--supervised_steps or 100 epochs), so more steps may raise it." if capped else ""))
     return "\n".join(lines)
 
 
@@ -434,7 +439,7 @@ CSV_COLUMNS = ["run", "features", "network", "seed", "labels_per_class", "labels
 
 def write_csv(results, path):
     out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for r in results:
         writer.writerow({**r, **{k: f"{r[k]:.4f}" for k in ("val_accuracy", "test_accuracy")}})
@@ -457,7 +462,8 @@ def plot(results, path, labels_per_class):
         seeds = len({s for accuracies in by_k.values() for s in accuracies})
         ax.errorbar([where[k] for k in ks], [v.mean() for v in values],
                     yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values], color=colour, linestyle=styles[kind],
-                    marker="o", markersize=4, capsize=3, label=f"{KINDS[kind]}: {network} ({seeds} seed{'s' if seeds > 1 else ''})")
+                    marker="o", markersize=4, capsize=3,
+                    label=f"{KINDS[kind]}: {network} ({seeds} seed{'s' if seeds > 1 else ''})")
     ax.set_xscale("log")
     ax.set_xticks(list(where.values()), [f"all\n(≈{everything:,.0f})" if k == "all" else str(k) for k in where])
     ax.minorticks_off()

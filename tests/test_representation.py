@@ -119,6 +119,16 @@ def test_features_are_standardised_with_the_training_statistics():
     assert std[2] == 1.0
 
 
+def test_supervised_baseline_keeps_its_best_weights(runs, tiny_fashion, monkeypatch):
+    monkeypatch.setattr(rep, "CHECK_EVERY", 2)
+    monkeypatch.setattr(rep, "PATIENCE", 2)
+    x, y, _, _ = rep.load_data("fashion_mnist", tiny_fashion, 16, 1, "resize")
+    config = common.saved_flags(str(runs / "dcgan"))
+    predict, step, val_accuracy, cap = rep.train_supervised(config, x[:64], y[:64], x[64:], y[64:], max_steps=12)
+    assert cap == 12 and step % 2 == 0 and 2 <= step <= 12
+    assert (predict(x[64:]) == y[64:]).mean() == val_accuracy  # the weights of the best check, not the last step's
+
+
 # ---------------------------------------------------------------------------------------- splits and labels
 def test_validation_split_is_fixed_and_disjoint():
     val, rest = rep.split_train(1000, 100, seed=0)
@@ -200,6 +210,7 @@ def test_the_command_end_to_end(runs, tiny_fashion, tmp_path, capsys):
     assert "| trained critic | dcgan.py | 0 |" in out and "| trained critic | wgan_gp.py | 1 |" in out
     assert "| critic at initialisation | dcgan critic, layer norm, width 4 | 1 |" in out
     assert "| supervised network | dcgan critic, batch norm, width 4 | 0 |" in out and "all (80 labels)" in out
+    assert " * |" in out and "came at its last allowed step" in out  # 4 supervised steps: the cap decides
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
     # 2 runs x (trained, random, supervised, pixels) x 2 label counts; the pixels differ by seed (the label draw)
     assert len(rows) == 16 and set(rows[0]) == set(rep.CSV_COLUMNS)
