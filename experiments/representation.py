@@ -12,8 +12,8 @@ architecture trained supervised on the labelled images only.
     python experiments/representation.py RUN [RUN ...] --labels_per_class 10 100 1000 all \\
         --csv representation.csv --plot representation.png
     python experiments/representation.py RUN --best           # each run's best checkpoint (ckpt_best/)
-    python experiments/representation.py tests/fixtures/dcgan_run --data_dir DIR --val_size 32 \\
-        --labels_per_class 2 all --classifier_steps 20 --supervised_steps 4     # tiny data, seconds
+    python experiments/representation.py tests/fixtures/dcgan_run --data_dir TINY_FASHION_DIR --val_size 16 \\
+        --labels_per_class 1 all --classifier_steps 20 --supervised_steps 4     # tests' tiny data, seconds
 
 Features. Every convolutional layer of the critic, found by walking the network (so every --arch works), gives
 its output after the normalisation and nonlinearity that follow it, as the DCGAN authors' SVHN code takes them
