@@ -489,12 +489,18 @@ def load_generator(run_dir, step=None, best=False):
     path = checkpoint_path(run_dir, step, best)
     generator = ops.make_generator(config["image_size"], config["channels"], config["z_dim"], config["width"],
                                    arch=config["arch"], first_bn=config["first_bn"])
-    try:
-        tf.train.Checkpoint(generator=generator).read(path).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data
-        raise RunError(f"{path} cannot be restored into the generator described by config.json "
-                       f"({_first_line(e)}).") from None
+    restore_network(path, "generator", generator)
     return generator, config, path
+
+
+def restore_network(path, name, network):
+    """Restore the checkpoint object `name` ("generator" or "critic") of the checkpoint at `path` into `network`;
+    RunError in one sentence if it does not fit."""
+    try:
+        tf.train.Checkpoint(**{name: network}).read(path).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data
+        raise RunError(f"{path} cannot be restored into the {name} described by config.json "
+                       f"({_first_line(e)}).") from None
 
 
 _INFERENCE = weakref.WeakKeyDictionary()  # generator -> its traced inference function, reused across calls

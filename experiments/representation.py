@@ -159,11 +159,7 @@ def load_critic(run_dir, best=False):
     config = common.saved_flags(run_dir)
     path = common.checkpoint_path(run_dir, best=best)
     critic = build_critic(config)
-    try:
-        tf.train.Checkpoint(critic=critic).read(path).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: truncated data
-        raise common.RunError(f"{path} cannot be restored into the critic described by config.json "
-                              f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}).")
+    common.restore_network(path, "critic", critic)
     return critic, config, path
 
 
