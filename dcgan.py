@@ -87,18 +87,23 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
         return {"generator_loss": loss}
 
-    if args.xla:  # one device only (devices.make_strategy): XLA compiles per-device work, never the collectives
-        critic_update = tf.function(critic_update, jit_compile=True)
-        generator_update = tf.function(generator_update, jit_compile=True)
+    def update(real):  # on each device, with its own slice of the batch
+        # (1) discriminator: one update, maximising log D(real) + log(1 - D(G(z)))
+        logged = critic_update(real)
+        # (2) generator: one update, maximising log D(G(z))
+        logged.update(generator_update())
+        return logged
+
+    def step(real):
+        progress.advance(devices.reduce_metrics(strategy, strategy.run(update, args=(real,))), critic_updates=1)
+
+    if args.xla:  # one device only (devices.make_strategy): the whole step, bookkeeping too, in one XLA computation
+        step = tf.function(step, jit_compile=True)
 
     @tf.function
     def train_step(iterator, steps):
         for _ in tf.range(steps):
-            # (1) discriminator: one update, maximising log D(real) + log(1 - D(G(z)))
-            logged = strategy.run(critic_update, args=(next(iterator),))
-            # (2) generator: one update, maximising log D(G(z))
-            logged.update(strategy.run(generator_update))
-            progress.advance(devices.reduce_metrics(strategy, logged), critic_updates=1)
+            step(next(iterator))
         return progress.logged()  # the last step's values
 
     return train_step

@@ -127,7 +127,9 @@ class Progress:
         index = tf.argmin(tf.cast(finite, tf.int32), output_type=tf.int32)
         self._bad_step.assign(tf.where(first, self.step, self._bad_step))
         self._bad_index.assign(tf.where(first, index, self._bad_index))
-        self._bad_value.assign(tf.where(first, values[index], self._bad_value))
+        # tf.gather, not values[index]: XLA needs a slice's index when it compiles, so a computed index would make
+        # it compile the step anew at every call (--xla; tests/test_steps_per_call.py).
+        self._bad_value.assign(tf.where(first, tf.gather(values, index), self._bad_value))
 
     def logged(self):
         """The logged values of the last step, {name: float32 scalar}: what a train step of several steps returns."""

@@ -3,6 +3,8 @@ with K = 1 and one with K = 7 end bit-identical (weights, optimizer slots, the s
 random generator, metrics.jsonl apart from its timing keys), and so does a resume that changes K."""
 import json
 import os
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -65,6 +67,22 @@ def test_dcgan_k1_and_k4_are_bit_identical(tiny_fashion, tmp_path, capsys):
     _train(dcgan, tiny_fashion, one, capsys, "--steps", "20", "--steps_per_call", "1")
     _train(dcgan, tiny_fashion, four, capsys, "--steps", "20", "--steps_per_call", "4")
     _assert_same_run(one, four, 20)
+
+
+def test_an_xla_step_compiles_once_for_every_call(tiny_fashion, tmp_path):
+    """With --xla, dcgan.py compiles its whole step (both updates and the bookkeeping) into one XLA computation,
+    and compiles it once: a slice at a computed index (values[index] in Progress) made XLA compile it anew at
+    every call. XLA writes each computation it compiles to --xla_dump_to, so six calls must leave one."""
+    dump = tmp_path / "xla"
+    env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={dump}"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    flags = ["--data_dir", tiny_fashion, *TINY, "--xla", "--steps", "6", "--steps_per_call", "1", "--log_every", "2",
+             "--out_dir", str(tmp_path / "run")]
+    done = subprocess.run([sys.executable, os.path.join(root, "dcgan.py"), *flags], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    compiled = [name for name in os.listdir(dump) if "inference_step_" in name and "before_optimizations" in name]
+    assert len(compiled) == 1, compiled
 
 
 class _Args:
