@@ -411,7 +411,6 @@ def bench(variant, flags, steps, warmup, budget, pipeline_seconds):
 
 # ------------------------------------------------------------------------------------ the fixed cost of a step
 NEGLIGIBLE = ["--width", "2", "--batch_size", "2", "--z_dim", "2", "--image_size", "32"]  # compute ~ 0
-FIXED_COST_ROUNDS = 3
 
 
 def op_count(function, *args):
@@ -456,20 +455,22 @@ def plain_step(variant, xla, args):
 
 def loop_microseconds(variant, network, xla, per_call, steps):
     """µs per generator step of the script's whole loop (main(): logging, the loop's bookkeeping, the calls), from
-    the steps_per_sec it writes to metrics.jsonl over the second half of `steps` (the first half traces)."""
+    the steps_per_sec it writes to metrics.jsonl over the second half of `steps` (the first half traces). WGAN runs
+    without its warm-up, as in the step rows: its 100 critic updates per step would fill a short run."""
     import json
     import tempfile
     half = max(1, steps // 2)
     with tempfile.TemporaryDirectory() as out:
         MODULES[variant].main(["--strategy", "one", *network, "--steps", str(2 * half), "--log_every", str(half),
                                "--sample_every", str(2 * half), "--ckpt_every", str(2 * half), "--out_dir", out,
-                               "--steps_per_call", str(per_call)] + ["--xla"] * xla)
+                               "--steps_per_call", str(per_call)] + ["--xla"] * xla
+                              + ["--no-critic_warmup"] * (variant == "wgan"))
         with open(os.path.join(out, "metrics.jsonl")) as f:
             rows = [json.loads(line) for line in f]
     return 1e6 / rows[1]["steps_per_sec"]
 
 
-def fixed_cost(variant, network, xla, per_call, steps, budget):
+def fixed_cost(variant, network, xla, per_call, steps, budget, rounds):
     """One row of the fixed-cost table: µs per generator step on the network of the flags `network` (negligible
     compute: NEGLIGIBLE), ours at one call per step and at per_call steps per call, the plain step's, op counts."""
     flags = ["--strategy", "one", *network] + ["--xla"] * xla + ["--no-critic_warmup"] * (variant == "wgan")
@@ -479,12 +480,13 @@ def fixed_cost(variant, network, xla, per_call, steps, budget):
     calls = {"ours_1": (lambda: train_step(iterator, one), 1), "ours_k": (lambda: train_step(iterator, many), per_call),
              "plain": (plain, 1)}
     # Rounds of ours and plain in turn, the median of each: a machine's load drifts over minutes.
-    times = {key: statistics.median(microseconds_per_step(call, k, steps, budget) for _ in range(FIXED_COST_ROUNDS))
+    times = {key: statistics.median(microseconds_per_step(call, k, steps, budget) for _ in range(rounds))
              if call else float("nan") for key, (call, k) in calls.items()}
     row = dict(variant=variant, xla_text="on" if xla else "off", ops=op_count(train_step, iterator, one),
                plain_ops=plain_ops or "n/a", **times, ratio=times["ours_1"] / times["plain"],
-               loop_1=loop_microseconds(variant, network, xla, 1, steps),
-               loop_k=loop_microseconds(variant, network, xla, common.STEPS_PER_CALL, steps))
+               **{key: statistics.median(loop_microseconds(variant, network, xla, k, steps)
+                                         for _ in range(rounds))
+                  for key, k in (("loop_1", 1), ("loop_k", common.STEPS_PER_CALL))})
     print(f"  fixed cost {variant} xla={xla}: ours {row['ours_1']:.0f} / {row['ours_k']:.0f} µs, plain "
           f"{row['plain']:.0f} µs", file=sys.stderr, flush=True)
     return row
@@ -561,9 +563,13 @@ def parse_args(argv):
     add("--fixed_cost", action="store_true",
         help="instead: the fixed cost of a step, each variant on a negligible network, ours and a plain Keras step")
     add("--per_call", type=int, default=50, help="with --fixed_cost: the steps per call of the K column")
+    add("--rounds", type=int, default=3, help="with --fixed_cost: rounds of every row, their median reported")
+    add("--batchnorm", default="fused", choices=("fused", "composed"),
+        help="with --fixed_cost, for analysis: 'composed' trains ops.BatchNormalization through Keras' own "
+             "computation instead of TensorFlow's fused kernel, as the plain step's BatchNorm does")
     known, flags = parser.parse_known_args(argv)  # everything else goes to the scripts' own parsers
-    if known.steps < 1 or known.warmup < 0 or known.per_call < 1:
-        parser.error("--steps and --per_call must be at least 1 and --warmup at least 0")
+    if known.steps < 1 or known.warmup < 0 or known.per_call < 1 or known.rounds < 1:
+        parser.error("--steps, --per_call and --rounds must be at least 1 and --warmup at least 0")
     if any(f == "--precision" or f.startswith("--precision=") for f in flags):
         parser.error("--precision is set per row; use --precisions")
     if known.fixed_cost and any(f.split("=")[0] not in ("--width", "--batch_size", "--z_dim") for f in flags[::2]):
@@ -578,21 +584,23 @@ def parse_args(argv):
 def fixed_cost_table(known, flags):
     """The fixed-cost table: every variant, XLA off and on, measured one after the other in this process."""
     network = [*NEGLIGIBLE, *flags]  # later flags win: --width 64 --batch_size 64 --z_dim 100 for the real network
-    rows = [fixed_cost(variant, network, xla, known.per_call, known.steps, known.row_seconds)
+    if known.batchnorm == "composed":  # analysis only: what the fused kernel costs or saves against Keras' own
+        ops.BatchNormalization.call = keras.layers.BatchNormalization.call
+    rows = [fixed_cost(variant, network, xla, known.per_call, known.steps, known.row_seconds, known.rounds)
             for xla in {"both": (False, True), "off": (False,), "on": (True,)}[known.xla]
             for variant in known.variants]
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
     return [f"## The fixed cost of a generator step (fp32; {' '.join(network)})", "", *machine_header(),
-            f"- TF_ENABLE_ONEDNN_OPTS: {onednn}", "",
+            f"- TF_ENABLE_ONEDNN_OPTS: {onednn}; BatchNorm: {known.batchnorm} (--batchnorm)", "",
             *table(rows, fixed_cost_columns(known.per_call)), "", *fastest(rows, known.per_call), "",
             "µs per generator step of the train step alone, on a network whose compute is negligible: what a step "
             "costs beyond its arithmetic (dispatching ops, Python, function calls). Ours: the script's own "
-            "make_train_step (WGAN without its warm-up); whole loop: the script's main() at --steps_per_call 1 and "
-            "at its default, from the steps_per_sec it logs over the second half of --steps (WGAN's warm-up falls in "
-            "the first); plain: one tf.function of stock Keras layers and two Keras "
-            "optimizers (experiments/dcgan_gap.py), with jit_compile=True in the XLA rows (DCGAN only: the plain "
-            "WGAN steps read an iterator inside the function, which XLA cannot compile). Ops: the step graph's, "
-            "counting the functions it calls."]
+            "make_train_step; whole loop: the script's main() at --steps_per_call 1 and at its default, from the "
+            "steps_per_sec it logs over the second half of --steps; both without WGAN's warm-up. Plain: one "
+            "tf.function of stock Keras layers and two Keras optimizers (experiments/dcgan_gap.py), with "
+            "jit_compile=True in the XLA rows (DCGAN only: the plain WGAN steps read an iterator inside the function, "
+            "which XLA cannot compile). Every time is the median of --rounds rounds. Ops: the step graph's, counting "
+            "the functions it calls."]
 
 
 def throughput_table(known, flags):

@@ -3,6 +3,7 @@
     python benchmarks/profile_step.py dcgan --serial                  # --batch_size 64 unless given
     python benchmarks/profile_step.py wgan_gp --precision bf16        # other flags go to the script's parser
     python benchmarks/profile_step.py dcgan --serial --layers         # and each layer's kernels timed alone
+    python benchmarks/profile_step.py dcgan --batchnorm               # and each BatchNorm, fused against composed
 
 The train step, optimizers and data are built as benchmarks/bench_train.py builds them (the script's own). After
 untimed warm-up steps, --steps generator steps are traced with tf.profiler and every op's own time (nested events
@@ -31,6 +32,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import bench_train  # noqa: E402
+import ops  # noqa: E402
 
 # Op types of the convolution and matmul kernels (oneDNN's and Eigen's), matched by these substrings.
 KERNELS = ("Conv2D", "MatMul")
@@ -136,6 +138,35 @@ def layer_kernel_rates(model, batch, dtype, seconds):
     return rows
 
 
+def batchnorm_microseconds(layer, x, seconds):
+    """µs per call of one BatchNorm layer trained alone on x: forward, and the gradients of its input and weights."""
+    layer.build(x.shape)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, [x, *layer.trainable_weights])])
+    return 1e6 / bench_train.best_rate(step, 1, seconds)
+
+
+def batchnorm_lines(models, batch, seconds):
+    """Each BatchNorm layer of the networks at its input shape, through ops.BatchNormalization (TensorFlow's fused
+    kernel: one op each way) and through Keras' own, which composes it from about ten ops each way."""
+    lines = ["", f"Each BatchNorm layer alone, forward and backward, µs per call (batch {batch}):", "",
+             "| network | input | fused kernel (ops.BatchNormalization) | Keras' composed | fused / composed |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for model in models:
+        for layer in (layer for layer in model.layers if isinstance(layer, ops.BatchNormalization)):
+            x = tf.random.normal([batch, *layer.input.shape[1:]])
+            fused = batchnorm_microseconds(ops.batch_norm(), x, seconds)
+            composed = batchnorm_microseconds(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5), x, seconds)
+            shape = "x".join(map(str, layer.input.shape[1:]))
+            lines.append(f"| {model.name} | {shape} | {fused:.0f} | {composed:.0f} | {fused / composed:.2f} |")
+    return lines
+
+
 def parse_args(parser, argv):
     known, flags = parser.parse_known_args(argv)
     if known.steps < 1 or known.warmup < 0:
@@ -169,6 +200,8 @@ def main(argv=None):
     parser.add_argument("--by_part", action="store_true",
                         help="also split the op time by part of the step: networks, optimizers, loss scaling, "
                              "Progress, the metric reduction, the random generator, the data, the rest")
+    parser.add_argument("--batchnorm", action="store_true",
+                        help="also time each BatchNorm layer alone: the fused kernel against Keras' composed one")
     known, flags = parse_args(parser, argv)
 
     header = bench_train.machine_header()
@@ -212,6 +245,7 @@ def main(argv=None):
                 shape = " -> ".join("x".join(map(str, t.shape[1:])) for t in (layer.input, layer.output))
                 shape += f", {layer.kernel_size[0]}x{layer.kernel_size[1]}/{layer.strides[0]}"
                 lines.append(f"| {model.name} | {shape} | " + " | ".join(f"{r:.0f}" for r in rates) + " |")
+    lines += batchnorm_lines((generator, critic), args.batch_size, known.layer_seconds) if known.batchnorm else []
     print("\n".join(lines))
 
 

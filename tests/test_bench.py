@@ -135,7 +135,8 @@ def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
 def test_fixed_cost_table_has_ours_and_the_plain_step(capsys):
     """The fixed-cost table in-process: ours at 1 and K steps per call beside the plain Keras step, with op counts
     (on Debian's Fashion-MNIST, which .ci/run installs)."""
-    bench_train.main(["--fixed_cost", "--variants", "dcgan", "--xla", "off", "--steps", "4", "--per_call", "2"])
+    bench_train.main(["--fixed_cost", "--variants", "dcgan", "--xla", "off", "--steps", "4", "--per_call", "2",
+                      "--rounds", "1"])
     out = capsys.readouterr().out
     (row,) = [line for line in out.splitlines() if line.startswith("| dcgan |")]
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -209,16 +210,23 @@ def test_profile_parts_from_node_names():
 def test_profile_step_runs_and_prints_the_kernel_bound(tiny_fashion):
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "dcgan", "--serial", "--layers",
-         "--layer_seconds", "0.03", "--steps", "2", "--warmup", "1", "--data_dir", tiny_fashion, "--image_size", "16",
-         "--batch_size", "8", "--width", "8", "--z_dim", "8"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+         "--batchnorm", "--layer_seconds", "0.03", "--steps", "2", "--warmup", "1", "--data_dir", tiny_fashion,
+         "--image_size", "16", "--batch_size", "8", "--width", "8", "--z_dim", "8"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| _Mkl") or line.startswith("| Conv2D")]
     assert rows and all(float(row.split("|")[2]) > 0 for row in rows), out.stdout
     assert "convolution and matmul kernels alone:" in out.stdout and "- CPU: " in out.stdout
     # --layers: the generator's two transposed convolutions and the critic's two convolutions at 16x16.
-    layers = [line for line in out.stdout.splitlines() if line.startswith(("| generator |", "| critic |"))]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| generator |", "| critic |"))]
+    layers = [line for line in rows if "->" in line]
     assert [line.split("|")[2].strip() for line in layers] == [
         "4x4x16 -> 8x8x8, 4x4/2", "8x8x8 -> 16x16x1, 4x4/2", "16x16x1 -> 8x8x8, 4x4/2", "8x8x8 -> 4x4x16, 4x4/2"]
+    # --batchnorm: every BatchNorm of both networks, each timed through both computations.
+    norms = [line.split("|")[1:6] for line in rows if "->" not in line]
+    assert [(network.strip(), shape.strip()) for network, shape, *_ in norms] == [
+        ("generator", "1x1x256"), ("generator", "8x8x8"), ("critic", "4x4x16")], out.stdout
+    assert all(float(fused) > 0 and float(composed) > 0 for _, _, fused, composed, _ in norms)
 
 
 def test_resnet_flops_count_every_conv_shortcut_pool_and_sum_by_hand():
