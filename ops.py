@@ -96,9 +96,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     On one device, training runs TensorFlow's fused kernel: Keras 3 composes batch normalisation from about ten
     separate operations (moments, then scale and shift, and as many again backward); TensorFlow's FusedBatchNormV3
-    does each direction in one kernel, 2-3x faster on a CPU (forward and backward of a [64, 16, 16, 64] batch: 0.8
-    against 2.0 ms in float32; AMD EPYC; on a GPU the same op is cuDNN's fused batch norm, unmeasured here), and it
-    takes bfloat16/float16 activations without casting them to float32 (statistics are still accumulated in float32).
+    does each direction in one kernel, 1.6-3.8x faster on a CPU at DCGAN's layers at batch 64 (profile_step.py
+    --batchnorm; only on tensors of a few hundred values is oneDNN's kernel the slower, see docs/speed.md; on a GPU
+    the same op is cuDNN's fused batch norm, one kernel each way), and it takes bfloat16/float16 activations without
+    casting them to float32 (statistics are still accumulated in float32).
 
     On several devices (synchronized=True, inside a multi-replica strategy) the statistics are those of the global
     batch, with ONE all-reduce per layer call of [sum, sum of squares, count] (Keras issues three, one per quantity:

@@ -411,6 +411,7 @@ def bench(variant, flags, steps, warmup, budget, pipeline_seconds):
 
 # ------------------------------------------------------------------------------------ the fixed cost of a step
 NEGLIGIBLE = ["--width", "2", "--batch_size", "2", "--z_dim", "2", "--image_size", "32"]  # compute ~ 0
+ROUND_SECONDS = 1.0  # the least time a round of a fixed-cost row is timed for
 
 
 def op_count(function, *args):
@@ -420,8 +421,11 @@ def op_count(function, *args):
 
 
 def microseconds_per_step(step, steps_per_call, steps, budget):
-    """µs per generator step of step(), which runs steps_per_call of them, timed over about `steps` steps."""
+    """µs per generator step of step(), which runs steps_per_call of them, timed over about `steps` steps and for at
+    least ROUND_SECONDS (a tenth of a second is too short to time on a shared machine)."""
     calls, seconds = time_steps(step, max(1, steps // steps_per_call), 3, budget)
+    if seconds < ROUND_SECONDS:
+        calls, seconds = time_steps(step, math.ceil(calls * ROUND_SECONDS / seconds), 0, budget)
     return 1e6 * seconds / (calls * steps_per_call)
 
 
@@ -453,13 +457,14 @@ def plain_step(variant, xla, args):
     return (lambda: step(iterator)), op_count(step, iterator)
 
 
-def loop_microseconds(variant, network, xla, per_call, steps):
+def loop_microseconds(variant, network, xla, per_call, steps, guess):
     """µs per generator step of the script's whole loop (main(): logging, the loop's bookkeeping, the calls), from
-    the steps_per_sec it writes to metrics.jsonl over the second half of `steps` (the first half traces). WGAN runs
-    without its warm-up, as in the step rows: its 100 critic updates per step would fill a short run."""
+    the steps_per_sec it writes to metrics.jsonl over the second half of its steps (the first half traces): `steps`,
+    or more, so that the second half lasts about ROUND_SECONDS at `guess` µs per step. WGAN runs without its
+    warm-up, as in the step rows: its 100 critic updates per step would fill a short run."""
     import json
     import tempfile
-    half = max(1, steps // 2)
+    half = max(1, steps // 2, math.ceil(ROUND_SECONDS / (guess * 1e-6)))
     with tempfile.TemporaryDirectory() as out:
         MODULES[variant].main(["--strategy", "one", *network, "--steps", str(2 * half), "--log_every", str(half),
                                "--sample_every", str(2 * half), "--ckpt_every", str(2 * half), "--out_dir", out,
@@ -484,9 +489,9 @@ def fixed_cost(variant, network, xla, per_call, steps, budget, rounds):
              if call else float("nan") for key, (call, k) in calls.items()}
     row = dict(variant=variant, xla_text="on" if xla else "off", ops=op_count(train_step, iterator, one),
                plain_ops=plain_ops or "n/a", **times, ratio=times["ours_1"] / times["plain"],
-               **{key: statistics.median(loop_microseconds(variant, network, xla, k, steps)
+               **{key: statistics.median(loop_microseconds(variant, network, xla, k, steps, times[guess])
                                          for _ in range(rounds))
-                  for key, k in (("loop_1", 1), ("loop_k", common.STEPS_PER_CALL))})
+                  for key, k, guess in (("loop_1", 1, "ours_1"), ("loop_k", common.STEPS_PER_CALL, "ours_k"))})
     print(f"  fixed cost {variant} xla={xla}: ours {row['ours_1']:.0f} / {row['ours_k']:.0f} µs, plain "
           f"{row['plain']:.0f} µs", file=sys.stderr, flush=True)
     return row
@@ -599,8 +604,8 @@ def fixed_cost_table(known, flags):
             "steps_per_sec it logs over the second half of --steps; both without WGAN's warm-up. Plain: one "
             "tf.function of stock Keras layers and two Keras optimizers (experiments/dcgan_gap.py), with "
             "jit_compile=True in the XLA rows (DCGAN only: the plain WGAN steps read an iterator inside the function, "
-            "which XLA cannot compile). Every time is the median of --rounds rounds. Ops: the step graph's, counting "
-            "the functions it calls."]
+            "which XLA cannot compile). Every time is the median of --rounds rounds of a second or more. Ops: the "
+            "step graph's, counting the functions it calls."]
 
 
 def throughput_table(known, flags):
