@@ -200,8 +200,7 @@ def main(argv=None):
     parser.add_argument("--by_part", action="store_true",
                         help="also split the op time by part of the step: networks, optimizers, loss scaling, "
                              "Progress, the metric reduction, the random generator, the data, the rest")
-    parser.add_argument("--batchnorm", action="store_true",
-                        help="also time each BatchNorm layer alone: the fused kernel against Keras' composed one")
+    parser.add_argument("--batchnorm", action="store_true", help="also time each BatchNorm alone, fused and composed")
     known, flags = parse_args(parser, argv)
 
     header = bench_train.machine_header()
