@@ -218,12 +218,12 @@ def test_profile_step_runs_and_prints_the_kernel_bound(tiny_fashion):
     assert rows and all(float(row.split("|")[2]) > 0 for row in rows), out.stdout
     assert "convolution and matmul kernels alone:" in out.stdout and "- CPU: " in out.stdout
     # --layers: the generator's two transposed convolutions and the critic's two convolutions at 16x16.
-    rows = [line for line in out.stdout.splitlines() if line.startswith(("| generator |", "| critic |"))]
-    layers = [line for line in rows if "->" in line]
+    by_layer = [line for line in out.stdout.splitlines() if line.startswith(("| generator |", "| critic |"))]
+    layers = [line for line in by_layer if "->" in line]
     assert [line.split("|")[2].strip() for line in layers] == [
         "4x4x16 -> 8x8x8, 4x4/2", "8x8x8 -> 16x16x1, 4x4/2", "16x16x1 -> 8x8x8, 4x4/2", "8x8x8 -> 4x4x16, 4x4/2"]
     # --batchnorm: every BatchNorm of both networks, each timed through both computations.
-    norms = [line.split("|")[1:6] for line in rows if "->" not in line]
+    norms = [line.split("|")[1:6] for line in by_layer if "->" not in line]
     assert [(network.strip(), shape.strip()) for network, shape, *_ in norms] == [
         ("generator", "1x1x256"), ("generator", "8x8x8"), ("critic", "4x4x16")], out.stdout
     assert all(float(fused) > 0 and float(composed) > 0 for _, _, fused, composed, _ in norms)
