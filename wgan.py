@@ -103,15 +103,20 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
         return {"generator_loss": loss}
 
-    if args.xla:  # one device only (devices.make_strategy): XLA compiles per-device work, never the collectives
-        critic_update = tf.function(critic_update, jit_compile=True)
-        generator_update = tf.function(generator_update, jit_compile=True)
-
-    def clipped_critic_update(real):
+    def critic_step(real):  # (1) one critic update on each device
         logged = strategy.run(critic_update, args=(real,))
         # Algorithm 1, line 7, after every critic update, on every device's copy at once (cross-replica context).
         clip_weights(critic.trainable_variables, args.clip)
         return logged
+
+    def generator_step(logged, n_critic):  # (2) one generator update, then the step's bookkeeping
+        logged = devices.reduce_metrics(strategy, {**logged, **strategy.run(generator_update)})
+        logged["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)  # the same on every copy
+        progress.advance(logged, critic_updates=n_critic)
+
+    if args.xla:  # one device only (devices.make_strategy): each part of the step in one XLA computation
+        critic_step = tf.function(critic_step, jit_compile=True)
+        generator_step = tf.function(generator_step, jit_compile=True)
 
     @tf.function
     def train_step(iterator, steps):
@@ -119,14 +124,11 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
             n_critic = critic_iters(progress.step, args.n_critic, args.critic_warmup)  # 5, or 100 in the warm-up
             # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake), each then clipped.
             #     The last update's values are the ones logged, reduced over the devices once per step.
-            logged = clipped_critic_update(next(iterator))
+            logged = critic_step(next(iterator))
             for _ in tf.range(n_critic - 1):
-                logged = clipped_critic_update(next(iterator))
+                logged = critic_step(next(iterator))
             # (2) generator: one update, maximising D(G(z))
-            logged.update(strategy.run(generator_update))
-            logged = devices.reduce_metrics(strategy, logged)
-            logged["clipped_share"] = clipped_share(critic.trainable_variables, args.clip)  # the same on every copy
-            progress.advance(logged, critic_updates=n_critic)
+            generator_step(logged, n_critic)
         return progress.logged()  # the last step's values
 
     return train_step

@@ -114,21 +114,27 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         g_opt.apply_gradients(zip(tape.gradient(scaled, generator.trainable_variables), generator.trainable_variables))
         return {"generator_loss": loss}
 
-    if args.xla:  # one device only (devices.make_strategy): XLA compiles per-device work, never the collectives
-        critic_update = tf.function(critic_update, jit_compile=True)
-        generator_update = tf.function(generator_update, jit_compile=True)
+    def critic_step(real):  # (1) one critic update on each device
+        return strategy.run(critic_update, args=(real,))
+
+    def generator_step(logged, n_critic):  # (2) one generator update, then the step's bookkeeping
+        logged = devices.reduce_metrics(strategy, {**logged, **strategy.run(generator_update)})
+        progress.advance(logged, critic_updates=n_critic)
+
+    if args.xla:  # one device only (devices.make_strategy): each part of the step in one XLA computation
+        critic_step = tf.function(critic_step, jit_compile=True)
+        generator_step = tf.function(generator_step, jit_compile=True)
 
     @tf.function
     def train_step(iterator, steps):
         for _ in tf.range(steps):
             # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake) - lambda * penalty.
             #     The last update's values are the ones logged, reduced over the devices once per step.
-            logged = strategy.run(critic_update, args=(next(iterator),))
+            logged = critic_step(next(iterator))
             for _ in tf.range(args.n_critic - 1):
-                logged = strategy.run(critic_update, args=(next(iterator),))
+                logged = critic_step(next(iterator))
             # (2) generator: one update, maximising D(G(z))
-            logged.update(strategy.run(generator_update))
-            progress.advance(devices.reduce_metrics(strategy, logged), critic_updates=args.n_critic)
+            generator_step(logged, args.n_critic)
         return progress.logged()  # the last step's values
 
     return train_step

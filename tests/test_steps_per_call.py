@@ -3,6 +3,7 @@ with K = 1 and one with K = 7 end bit-identical (weights, optimizer slots, the s
 random generator, metrics.jsonl apart from its timing keys), and so does a resume that changes K."""
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -14,6 +15,7 @@ import tensorflow as tf
 import dcgan
 import training
 import wgan
+import wgan_gp
 from conftest import cli_in_process
 
 TINY = ["--image_size", "16", "--width", "4", "--z_dim", "8", "--batch_size", "8", "--deterministic",
@@ -69,20 +71,24 @@ def test_dcgan_k1_and_k4_are_bit_identical(tiny_fashion, tmp_path, capsys):
     _assert_same_run(one, four, 20)
 
 
-def test_an_xla_step_compiles_once_for_every_call(tiny_fashion, tmp_path):
-    """With --xla, dcgan.py compiles its whole step (both updates and the bookkeeping) into one XLA computation,
-    and compiles it once: a slice at a computed index (values[index] in Progress) made XLA compile it anew at
-    every call. XLA writes each computation it compiles to --xla_dump_to, so six calls must leave one."""
+@pytest.mark.parametrize("module, parts", [(dcgan, ["step"]), (wgan, ["critic_step", "generator_step"]),
+                                           (wgan_gp, ["critic_step", "generator_step"])])
+def test_an_xla_step_compiles_once_for_every_call(module, parts, tiny_fashion, tmp_path):
+    """With --xla, dcgan.py compiles its whole step (both updates and the bookkeeping) into one XLA computation, and
+    wgan.py and wgan_gp.py each critic update and the generator update with the bookkeeping; each is compiled once:
+    a slice at a computed index (values[index] in Progress) makes XLA compile anew at every call. XLA writes each
+    computation it compiles to --xla_dump_to, so six calls (WGAN's in its warm-up) must leave one of each."""
     dump = tmp_path / "xla"
     env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={dump}"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     flags = ["--data_dir", tiny_fashion, *TINY, "--xla", "--steps", "6", "--steps_per_call", "1", "--log_every", "2",
              "--out_dir", str(tmp_path / "run")]
-    done = subprocess.run([sys.executable, os.path.join(root, "dcgan.py"), *flags], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, module.__file__, *flags], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    compiled = [name for name in os.listdir(dump) if "inference_step_" in name and "before_optimizations" in name]
-    assert len(compiled) == 1, compiled
+    # module_0237.a_inference_critic_step_2127__.1840.before_optimizations.txt: one per compilation
+    found = (re.match(r"module_\d+\.a_inference_(\w+?)_\d+__\..*before_optimizations", n) for n in os.listdir(dump))
+    compiled = sorted(m.group(1) for m in found if m)
+    assert compiled == sorted(parts), compiled
 
 
 class _Args:
