@@ -94,7 +94,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         logged.update(generator_update())
         return logged
 
-    def step(real):
+    def step(real):  # (1) and (2) on every device, then the step's bookkeeping
         progress.advance(devices.reduce_metrics(strategy, strategy.run(update, args=(real,))), critic_updates=1)
 
     if args.xla:  # one device only (devices.make_strategy): the whole step, bookkeeping too, in one XLA computation
