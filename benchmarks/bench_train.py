@@ -589,11 +589,15 @@ def parse_args(argv):
 def fixed_cost_table(known, flags):
     """The fixed-cost table: every variant, XLA off and on, measured one after the other in this process."""
     network = [*NEGLIGIBLE, *flags]  # later flags win: --width 64 --batch_size 64 --z_dim 100 for the real network
+    fused = ops.BatchNormalization.call
     if known.batchnorm == "composed":  # analysis only: what the fused kernel costs or saves against Keras' own
         ops.BatchNormalization.call = keras.layers.BatchNormalization.call
-    rows = [fixed_cost(variant, network, xla, known.per_call, known.steps, known.row_seconds, known.rounds)
-            for xla in {"both": (False, True), "off": (False,), "on": (True,)}[known.xla]
-            for variant in known.variants]
+    try:
+        rows = [fixed_cost(variant, network, xla, known.per_call, known.steps, known.row_seconds, known.rounds)
+                for xla in {"both": (False, True), "off": (False,), "on": (True,)}[known.xla]
+                for variant in known.variants]
+    finally:  # main() may be called again in this process (the tests do)
+        ops.BatchNormalization.call = fused
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
     return [f"## The fixed cost of a generator step (fp32; {' '.join(network)})", "", *machine_header(),
             f"- TF_ENABLE_ONEDNN_OPTS: {onednn}; BatchNorm: {known.batchnorm} (--batchnorm)", "",
