@@ -60,9 +60,11 @@ def clip_weights(variables, c):
 
 
 def critic_iters(step, n_critic, warmup):
-    """Critic updates before generator step `step` (0-based): the authors' warm-up, else n_critic. A number for a
-    number; for the step counter inside the compiled step, a tensor."""
-    warm = warmup & ((step < WARMUP_STEPS) | (step % WARMUP_EVERY == 0))
+    """Critic updates before generator step `step` (0-based): the authors' warm-up, else n_critic. With the warm-up,
+    a number for a number and a tensor for the step counter inside the compiled step; without it, n_critic."""
+    if not warmup:
+        return n_critic
+    warm = (step < WARMUP_STEPS) | (step % WARMUP_EVERY == 0)
     return tf.where(warm, WARMUP_ITERS, n_critic) if tf.is_tensor(warm) else WARMUP_ITERS if warm else n_critic
 
 
@@ -124,9 +126,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
             n_critic = critic_iters(progress.step, args.n_critic, args.critic_warmup)  # 5, or 100 in the warm-up
             # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake), each then clipped.
             #     The last update's values are the ones logged, reduced over the devices once per step.
-            logged = critic_step(next(iterator))
-            for _ in tf.range(n_critic - 1):
-                logged = critic_step(next(iterator))
+            logged = training.repeat_update(critic_step, iterator, n_critic, fewest=min(args.n_critic, WARMUP_ITERS))
             # (2) generator: one update, maximising D(G(z))
             generator_step(logged, n_critic)
         return progress.logged()  # the last step's values

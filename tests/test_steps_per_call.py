@@ -122,3 +122,27 @@ def test_a_call_is_cut_to_about_a_second_at_the_last_calls_pace():
     assert loop._affordable() >= 1000
     loop.run.workers, loop.step_seconds = 2, 10 * training.CALL_SECONDS  # workers: the same calls on every one
     assert loop._affordable() == 50
+
+
+@pytest.mark.parametrize("count, fewest, as_tensor", [(3, 3, False), (5, 5, False), (8, 8, False), (100, 5, True),
+                                                       (5, 5, True), (7, 2, True)])
+def test_critic_updates_are_written_out_up_to_the_papers_n_critic_and_loop_over_the_rest(count, fewest, as_tensor):
+    """training.repeat_update: `count` updates on consecutive batches, the last one's values returned; the first
+    min(fewest, WRITTEN_OUT) written out in the graph (one trace each), any more in one loop (one trace)."""
+    iterator = iter(tf.data.Dataset.range(1000))
+    done, traces = tf.Variable(0, dtype=tf.int64), []
+
+    def update(batch):
+        traces.append(batch)
+        done.assign_add(1)
+        return {"batch": batch}
+
+    @tf.function
+    def step(n):
+        return training.repeat_update(update, iterator, n, fewest)
+
+    last = step(tf.constant(count) if as_tensor else count)
+    written = min(fewest, training.WRITTEN_OUT)
+    assert int(done.numpy()) == count and int(last["batch"].numpy()) == count - 1
+    assert len(traces) == written + (1 if as_tensor or count > written else 0)
+    assert int(next(iterator).numpy()) == count  # no batch drawn beyond the updates'
