@@ -577,8 +577,12 @@ def parse_args(argv):
         parser.error("--steps, --per_call and --rounds must be at least 1 and --warmup at least 0")
     if any(f == "--precision" or f.startswith("--precision=") for f in flags):
         parser.error("--precision is set per row; use --precisions")
-    if known.fixed_cost and any(f.split("=")[0] not in ("--width", "--batch_size", "--z_dim") for f in flags[::2]):
-        parser.error("--fixed_cost takes only --width, --batch_size and --z_dim of the script flags")
+    if known.fixed_cost:
+        network = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        for name in ("--width", "--batch_size", "--z_dim"):
+            network.add_argument(name, type=int)
+        if network.parse_known_args(flags)[1]:  # "--width 64" and "--width=64" alike
+            parser.error("--fixed_cost takes only --width, --batch_size and --z_dim of the script flags")
     if not known.fixed_cost and not any(f == "--strategy" or f.startswith("--strategy=") for f in flags):
         flags = ["--strategy", "one", *flags]  # one device unless asked (XLA compiles one device's step only)
     if known.folder_images > 0 and any(f.split("=")[0] in ("--dataset", "--data_dir", "--channels") for f in flags):

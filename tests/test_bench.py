@@ -146,6 +146,18 @@ def test_fixed_cost_table_has_ours_and_the_plain_step(capsys):
     assert abs(ratio - ours_1 / plain) < 0.01 * ratio + 0.01
 
 
+@pytest.mark.parametrize("flags, ok", [(["--width=64", "--batch_size", "64", "--z_dim", "100"], True),
+                                       (["--width", "64", "--batch_size=64"], True),
+                                       (["--width=64", "--lr", "1e-4"], False), (["--lr=1e-4", "--width", "64"], False)])
+def test_fixed_cost_takes_only_the_network_flags_in_either_form(flags, ok):
+    if ok:
+        known, passed = bench_train.parse_args(["--fixed_cost", *flags])
+        assert known.fixed_cost and passed == flags
+    else:
+        with pytest.raises(SystemExit):
+            bench_train.parse_args(["--fixed_cost", *flags])
+
+
 def test_op_count_includes_the_functions_a_graph_calls():
     import tensorflow as tf
 
