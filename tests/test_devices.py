@@ -58,7 +58,9 @@ result["refused_dirs"] = [d for d in os.listdir(out) if d.startswith("refused")]
 
 # The train steps keep every variable's copies equal (all-reduced updates; WGAN's clip in cross-replica context).
 for module in (dcgan, wgan, wgan_gp):
-    args = module.parse_args(["--data_dir", data_dir, *tiny, "--strategy", "mirrored"])
+    # Two critic updates written out (WGAN: and at step 0 the 98 more of its warm-up in a loop), traced per device.
+    args = module.parse_args(["--data_dir", data_dir, *tiny, "--strategy", "mirrored"]
+                             + ["--n_critic", "2"] * (module is not dcgan))
     strategy = devices.make_strategy(args)
     with strategy.scope():
         g = ops.make_generator(args.image_size, args.channels, args.z_dim, args.width, first_bn=args.first_bn)
