@@ -274,13 +274,13 @@ class StopRequest:
 WRITTEN_OUT = 5  # critic updates a Wasserstein step writes out in its graph: the papers' n_critic
 
 
-def repeat_update(update, iterator, count, fewest):
+def repeat_update(update, iterator, count, fewest=None):
     """update(next(iterator)), `count` times inside a compiled step; returns the last call's values. `count` is a
-    number, or a tensor never below the number `fewest` (WGAN's warm-up raises it inside the step). The first
-    min(fewest, WRITTEN_OUT) calls are written out in the graph and any more run in a loop: written out, a
-    Wasserstein step on a negligible network costs 11-16% less than as a loop (docs/speed.md), for a few seconds
-    more tracing when a run starts."""
-    written = min(fewest, WRITTEN_OUT)
+    number, or a tensor never below the number `fewest`, which a tensor needs (WGAN's warm-up raises the count inside
+    the step). The first min(fewest or count, WRITTEN_OUT) calls are written out in the graph and any more run in a
+    loop: written out, a Wasserstein step on a negligible network costs 11-16% less than as a loop (docs/speed.md),
+    for a few seconds more tracing when a run starts."""
+    written = min(count if fewest is None else fewest, WRITTEN_OUT)
     for _ in range(written):
         logged = update(next(iterator))
     if tf.is_tensor(count) or count > written:

@@ -130,7 +130,7 @@ def make_train_step(args, strategy, generator, critic, g_opt, c_opt, rng, progre
         for _ in tf.range(steps):
             # (1) critic: n_critic updates on fresh real batches, maximising D(real) - D(fake) - lambda * penalty.
             #     The last update's values are the ones logged, reduced over the devices once per step.
-            logged = training.repeat_update(critic_step, iterator, args.n_critic, fewest=args.n_critic)
+            logged = training.repeat_update(critic_step, iterator, args.n_critic)
             # (2) generator: one update, maximising D(G(z))
             generator_step(logged, args.n_critic)
         return progress.logged()  # the last step's values

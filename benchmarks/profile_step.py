@@ -160,9 +160,9 @@ def batchnorm_lines(models, batch, seconds):
     for model in models:
         for layer in (layer for layer in model.layers if isinstance(layer, ops.BatchNormalization)):
             x = tf.random.normal([batch, *layer.input.shape[1:]])
-            fused = ops.batch_norm()
-            composed = keras.layers.BatchNormalization.from_config(fused.get_config())  # the same settings
-            fused, composed = (batchnorm_microseconds(norm, x, seconds) for norm in (fused, composed))
+            ours = ops.batch_norm()
+            keras_own = keras.layers.BatchNormalization.from_config(ours.get_config())  # the same settings
+            fused, composed = (batchnorm_microseconds(norm, x, seconds) for norm in (ours, keras_own))
             shape = "x".join(map(str, layer.input.shape[1:]))
             lines.append(f"| {model.name} | {shape} | {fused:.0f} | {composed:.0f} | {fused / composed:.2f} |")
     return lines

@@ -125,7 +125,7 @@ def test_a_call_is_cut_to_about_a_second_at_the_last_calls_pace():
 
 
 @pytest.mark.parametrize("count, fewest, as_tensor", [(3, 3, False), (5, 5, False), (8, 8, False), (100, 5, True),
-                                                       (5, 5, True), (7, 2, True)])
+                                                       (5, 5, True), (7, 2, True), (4, None, False)])
 def test_critic_updates_are_written_out_up_to_the_papers_n_critic_and_loop_over_the_rest(count, fewest, as_tensor):
     """training.repeat_update: `count` updates on consecutive batches, the last one's values returned; the first
     min(fewest, WRITTEN_OUT) written out in the graph (one trace each), any more in one loop (one trace)."""
@@ -142,7 +142,7 @@ def test_critic_updates_are_written_out_up_to_the_papers_n_critic_and_loop_over_
         return training.repeat_update(update, iterator, n, fewest)
 
     last = step(tf.constant(count) if as_tensor else count)
-    written = min(fewest, training.WRITTEN_OUT)
+    written = min(count if fewest is None else fewest, training.WRITTEN_OUT)  # a number is its own fewest
     assert int(done.numpy()) == count and int(last["batch"].numpy()) == count - 1
     assert len(traces) == written + (1 if as_tensor or count > written else 0)
     assert int(next(iterator).numpy()) == count  # no batch drawn beyond the updates'
