@@ -431,8 +431,8 @@ def microseconds_per_step(step, steps_per_call, steps, budget):
 
 def plain_step(variant, xla, args):
     """A plain TF2/Keras step of the variant (experiments/dcgan_gap.py: stock Keras layers, one tf.function, two
-    Keras optimizers) on the script's --width, --z_dim and --batch_size (32x32x1), as a call of one generator step,
-    and its op count."""
+    Keras optimizers) on the script's --width, --z_dim and --batch_size (32x32x1): (a call of one generator step, a
+    call of n steps in one compiled call (n a tensor), its op count), or Nones where there is no plain XLA step."""
     import dcgan_gap as plain
     keras.utils.set_random_seed(0)
     cfg = plain.PLAIN_WGAN_GP if variant == "wgan_gp" else plain.PLAIN
@@ -440,21 +440,28 @@ def plain_step(variant, xla, args):
     critic = plain.plain_critic(cfg, layer_norm=variant == "wgan_gp", width=args.width)
     rng = tf.random.Generator.from_seed(0)
     batch = tf.zeros([args.batch_size, 32, 32, 1])
-    real = tf.data.Dataset.from_tensors(batch).repeat()
     if variant == "dcgan":
         step = plain.make_plain_dcgan_step(cfg, generator, critic, *plain.make_optimizers(cfg, False), rng)
         if xla:
             step = tf.function(step.python_function, jit_compile=True)
-        return (lambda: step(batch)), op_count(step, batch)
-    if xla:  # the plain WGAN steps read their batches from an iterator, which XLA cannot compile
-        return None, None
-    if variant == "wgan":
-        opts = (keras.optimizers.RMSprop(5e-5), keras.optimizers.RMSprop(5e-5))
-        step = plain.make_plain_wgan_step(generator, critic, *opts, rng)
+        argument = batch
+    elif xla:  # the plain WGAN steps read their batches from an iterator, which XLA cannot compile
+        return None, None, None
     else:
-        step = plain.make_plain_wgan_gp_step(generator, critic, *plain.make_optimizers(cfg, True), rng)
-    iterator = iter(real)
-    return (lambda: step(iterator)), op_count(step, iterator)
+        if variant == "wgan":
+            opts = (keras.optimizers.RMSprop(5e-5), keras.optimizers.RMSprop(5e-5))
+            step = plain.make_plain_wgan_step(generator, critic, *opts, rng)
+        else:
+            step = plain.make_plain_wgan_gp_step(generator, critic, *plain.make_optimizers(cfg, True), rng)
+        argument = iter(tf.data.Dataset.from_tensors(batch).repeat())
+
+    @tf.function
+    def steps_in_one_call(n):  # the same step without a Python call per step: what a call costs is left out
+        losses = (tf.zeros([]), tf.zeros([]))
+        for _ in tf.range(n):
+            losses = step(argument)
+        return losses
+    return (lambda: step(argument)), steps_in_one_call, op_count(step, argument)
 
 
 def loop_microseconds(variant, network, xla, per_call, steps, guess):
@@ -477,13 +484,14 @@ def loop_microseconds(variant, network, xla, per_call, steps, guess):
 
 def fixed_cost(variant, network, xla, per_call, steps, budget, rounds):
     """One row of the fixed-cost table: µs per generator step on the network of the flags `network` (negligible
-    compute: NEGLIGIBLE), ours at one call per step and at per_call steps per call, the plain step's, op counts."""
+    compute: NEGLIGIBLE), ours at one call per step and at per_call steps per call, the plain step's at one call
+    per step and per_call in one call, op counts."""
     flags = ["--strategy", "one", *network] + ["--xla"] * xla + ["--no-critic_warmup"] * (variant == "wgan")
     args, _, _, iterator, train_step, _ = build(variant, flags)
     one, many = tf.constant(1), tf.constant(per_call)
-    plain, plain_ops = plain_step(variant, xla, args)
+    plain, plain_steps, plain_ops = plain_step(variant, xla, args)
     calls = {"ours_1": (lambda: train_step(iterator, one), 1), "ours_k": (lambda: train_step(iterator, many), per_call),
-             "plain": (plain, 1)}
+             "plain": (plain, 1), "plain_k": ((lambda: plain_steps(many)) if plain_steps else None, per_call)}
     # Rounds of ours and plain in turn, the median of each: a machine's load drifts over minutes.
     times = {key: statistics.median(microseconds_per_step(call, k, steps, budget) for _ in range(rounds))
              if call else float("nan") for key, (call, k) in calls.items()}
@@ -514,7 +522,8 @@ def fixed_cost_columns(per_call):
             (f"ours, µs/step, {per_call} per call", "ours_k", "num"), ("ours, ops", "ops", "int"),
             ("whole loop, µs/step, 1 per call", "loop_1", "num"),
             (f"whole loop, µs/step, default ({common.STEPS_PER_CALL})", "loop_k", "num"),
-            ("plain Keras, µs/step", "plain", "num"), ("plain, ops", "plain_ops", "int"),
+            ("plain Keras, µs/step", "plain", "num"), (f"plain, µs/step, {per_call} in one call", "plain_k", "num"),
+            ("plain, ops", "plain_ops", "int"),
             ("ours (1 per call) / plain", "ratio", "num")]
 
 
@@ -612,7 +621,8 @@ def fixed_cost_table(known, flags):
             "steps_per_sec it logs over the second half of --steps; both without WGAN's warm-up. Plain: one "
             "tf.function of stock Keras layers and two Keras optimizers (experiments/dcgan_gap.py), with "
             "jit_compile=True in the XLA rows (DCGAN only: the plain WGAN steps read an iterator inside the function, "
-            "which XLA cannot compile). Every time is the median of --rounds rounds of a second or more. Ops: the "
+            "which XLA cannot compile); plain in one call: the same step run --per_call times in a tf.range loop of "
+            "one tf.function, its cost without a Python call per step. Every time is the median of --rounds rounds of a second or more. Ops: the "
             "step graph's, counting the functions it calls."]
 
 
