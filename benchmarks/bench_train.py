@@ -622,8 +622,8 @@ def fixed_cost_table(known, flags):
             "tf.function of stock Keras layers and two Keras optimizers (experiments/dcgan_gap.py), with "
             "jit_compile=True in the XLA rows (DCGAN only: the plain WGAN steps read an iterator inside the function, "
             "which XLA cannot compile); plain in one call: the same step run --per_call times in a tf.range loop of "
-            "one tf.function, its cost without a Python call per step. Every time is the median of --rounds rounds of a second or more. Ops: the "
-            "step graph's, counting the functions it calls."]
+            "one tf.function, its cost without a Python call per step. Every time is the median of --rounds rounds "
+            "of a second or more. Ops: the step graph's, counting the functions it calls."]
 
 
 def throughput_table(known, flags):

@@ -134,8 +134,7 @@ def test_bench_runs_and_prints_a_table(tiny_fashion, variant, precision):
 
 def test_fixed_cost_table_has_ours_and_the_plain_step(capsys):
     """The fixed-cost table in-process: ours at 1 and K steps per call beside the plain Keras step (at 1 per call and
-    K in one call), with op counts
-    (on Debian's Fashion-MNIST, which .ci/run installs)."""
+    K in one call), with op counts (on Debian's Fashion-MNIST, which .ci/run installs)."""
     bench_train.main(["--fixed_cost", "--variants", "dcgan", "--xla", "off", "--steps", "4", "--per_call", "2",
                       "--rounds", "1"])
     out = capsys.readouterr().out
@@ -149,7 +148,8 @@ def test_fixed_cost_table_has_ours_and_the_plain_step(capsys):
 
 @pytest.mark.parametrize("flags, ok", [(["--width=64", "--batch_size", "64", "--z_dim", "100"], True),
                                        (["--width", "64", "--batch_size=64"], True),
-                                       (["--width=64", "--lr", "1e-4"], False), (["--lr=1e-4", "--width", "64"], False)])
+                                       (["--width=64", "--lr", "1e-4"], False),
+                                       (["--lr=1e-4", "--width", "64"], False)])
 def test_fixed_cost_takes_only_the_network_flags_in_either_form(flags, ok):
     if ok:
         known, passed = bench_train.parse_args(["--fixed_cost", *flags])
